@@ -1,0 +1,227 @@
+//! Building an authenticated [`Client`]: endpoint rules, api-version, HTTP settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iothub_auth::{ConnectionString, Credential};
+
+use crate::Client;
+
+/// The api-version this crate was generated from and sends by default.
+pub const API_VERSION: &str = "2021-04-12";
+
+/// Connect timeout of the HTTP client built by [`ClientBuilder`]. There is deliberately no
+/// total timeout: a direct method may legitimately take its connect timeout plus 300 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the generated [`Client`] carries for the request hook: the credential that signs
+/// every request and the api-version added to every URL.
+#[derive(Clone, Debug)]
+pub struct ClientContext {
+    credential: Credential,
+    api_version: Arc<str>,
+}
+
+impl ClientContext {
+    /// A context sending [`API_VERSION`].
+    pub fn new(credential: Credential) -> Self {
+        Self {
+            credential,
+            api_version: API_VERSION.into(),
+        }
+    }
+
+    /// Sends another api-version, for hubs or features that need one.
+    pub fn with_api_version(mut self, api_version: impl Into<String>) -> Self {
+        self.api_version = api_version.into().into();
+        self
+    }
+
+    /// The credential that signs requests.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// The api-version sent with every request.
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+}
+
+/// Why a [`Client`] could not be built. Nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The connection string was rejected (the message never contains the key).
+    #[error(transparent)]
+    Auth(#[from] iothub_auth::Error),
+    /// The endpoint is not an absolute `https://` URL without query or fragment.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The api-version is empty or contains characters an api-version never has.
+    #[error("invalid api-version {0:?}")]
+    InvalidApiVersion(String),
+    /// The HTTP client could not be built (for example, no TLS roots).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+impl Client {
+    /// A client for the hub of a service connection string (`HostName=...;
+    /// SharedAccessKeyName=...;SharedAccessKey=...`), signing with that policy.
+    pub fn from_connection_string(connection_string: &str) -> Result<Self, BuildError> {
+        let cs: ConnectionString = connection_string.parse()?;
+        let endpoint = format!("https://{}", cs.host_name());
+        Self::builder(endpoint, Credential::from_connection_string(&cs)).build()
+    }
+
+    /// A builder for a client on `endpoint` (`https://{hub}.azure-devices.net`) that signs
+    /// with `credential`.
+    pub fn builder(endpoint: impl Into<String>, credential: Credential) -> ClientBuilder {
+        ClientBuilder {
+            endpoint: endpoint.into(),
+            context: ClientContext::new(credential),
+            http_client: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            allow_http: false,
+        }
+    }
+}
+
+/// Configures a [`Client`]; see [`Client::builder`].
+#[derive(Debug)]
+#[must_use = "call .build() to get a client"]
+pub struct ClientBuilder {
+    endpoint: String,
+    context: ClientContext,
+    http_client: Option<reqwest::Client>,
+    connect_timeout: Duration,
+    allow_http: bool,
+}
+
+impl ClientBuilder {
+    /// Sends another api-version instead of [`API_VERSION`].
+    pub fn api_version(mut self, api_version: impl Into<String>) -> Self {
+        self.context = self.context.with_api_version(api_version);
+        self
+    }
+
+    /// Uses this HTTP client (proxy, TLS roots, timeouts are then yours). Avoid a total
+    /// timeout shorter than the direct methods you invoke.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Connect timeout of the HTTP client this builder makes (default 30 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Accepts `http://` endpoints on loopback hosts (a local emulator or mock). Plain HTTP
+    /// to any other host is refused even so: it would expose the request signatures.
+    pub fn allow_http_on_loopback(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Checks the settings and builds the client. Sends nothing.
+    pub fn build(self) -> Result<Client, BuildError> {
+        let endpoint = check_endpoint(&self.endpoint, self.allow_http)?;
+        let version = self.context.api_version();
+        if version.is_empty()
+            || !version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(BuildError::InvalidApiVersion(version.to_owned()));
+        }
+        let http = match self.http_client {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .user_agent(concat!("iothub-rs/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(BuildError::Http)?,
+        };
+        Ok(Client::new_with_client(&endpoint, http, self.context))
+    }
+}
+
+/// The endpoint without a trailing `/` (generated paths start with one).
+fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<String, BuildError> {
+    let invalid = |reason| BuildError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let url = url::Url::parse(endpoint).map_err(|_| invalid("not an absolute URL"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it has a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it contains user info"));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if !allow_http => {
+            return Err(invalid(
+                "plain http is refused unless allowed (for loopback only)",
+            ));
+        }
+        "http" if !is_loopback(&url) => {
+            return Err(invalid("plain http is allowed for loopback hosts only"));
+        }
+        "http" => {}
+        _ => return Err(invalid("the scheme must be https")),
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let ok = |e: &str, http| check_endpoint(e, http).unwrap();
+        assert_eq!(
+            ok("https://hub.azure-devices.net/", false),
+            "https://hub.azure-devices.net"
+        );
+        assert_eq!(
+            ok("https://localhost:8443", false),
+            "https://localhost:8443"
+        );
+        assert_eq!(ok("http://127.0.0.1:9000", true), "http://127.0.0.1:9000");
+        assert_eq!(ok("http://[::1]:9000", true), "http://[::1]:9000");
+        assert_eq!(ok("http://localhost:9000", true), "http://localhost:9000");
+
+        for (endpoint, http, reason) in [
+            ("hub.azure-devices.net", false, "not an absolute URL"),
+            ("http://127.0.0.1:9000", false, "unless allowed"),
+            ("http://hub.azure-devices.net", true, "loopback hosts only"),
+            ("http://10.0.0.1", true, "loopback hosts only"),
+            ("ftp://hub", false, "must be https"),
+            ("https://hub/?x=1", false, "query or fragment"),
+            ("https://user:pw@hub", false, "user info"),
+        ] {
+            let err = check_endpoint(endpoint, http).unwrap_err().to_string();
+            assert!(err.contains(reason), "{endpoint}: {err}");
+        }
+    }
+}
