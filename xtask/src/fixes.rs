@@ -73,16 +73,8 @@ fn remove_api_version(doc: &mut Value) -> Result<()> {
 /// success type per operation (it panics otherwise). The 200 body carries nothing a caller
 /// needs, so both statuses become bodiless successes: a real 200 is not an error.
 fn bodiless_job_cancel(doc: &mut Value) -> Result<()> {
-    let responses = operation_mut(doc, "Jobs_CancelImportExportJob")?
-        .get_mut("responses")
-        .and_then(Value::as_object_mut)
-        .ok_or("no responses")?;
-    for status in ["200", "204"] {
-        let r = responses
-            .get_mut(status)
-            .and_then(Value::as_object_mut)
-            .ok_or(format!("no {status} response"))?;
-        r.remove("content");
+    for (_, response) in responses_mut(doc, "Jobs_CancelImportExportJob", &["200", "204"])? {
+        response.remove("content");
     }
     Ok(())
 }
@@ -91,19 +83,12 @@ fn bodiless_job_cancel(doc: &mut Value) -> Result<()> {
 /// Both statuses declare the same raw byte stream (empty for 204); the caller reads the body
 /// and the lock-token headers from the response.
 fn feedback_body_as_bytes(doc: &mut Value) -> Result<()> {
-    let responses = operation_mut(doc, "CloudToDeviceMessages_ReceiveFeedbackNotification")?
-        .get_mut("responses")
-        .and_then(Value::as_object_mut)
-        .ok_or("no responses")?;
-    for status in ["200", "204"] {
-        let r = responses
-            .get_mut(status)
-            .and_then(Value::as_object_mut)
-            .ok_or(format!("no {status} response"))?;
-        if r.contains_key("content") {
+    let id = "CloudToDeviceMessages_ReceiveFeedbackNotification";
+    for (status, response) in responses_mut(doc, id, &["200", "204"])? {
+        if response.contains_key("content") {
             return Err(format!("{status} already has content; revisit this fix"));
         }
-        r.insert(
+        response.insert(
             "content".into(),
             json!({ "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } }),
         );
@@ -293,6 +278,31 @@ fn operations_mut(doc: &mut Value) -> Result<Vec<&mut Map<String, Value>>> {
         .flat_map(|item| item.values_mut())
         .filter_map(Value::as_object_mut)
         .collect())
+}
+
+/// The named responses of an operation; each must exist.
+fn responses_mut<'a>(
+    doc: &'a mut Value,
+    id: &str,
+    statuses: &[&'a str],
+) -> Result<Vec<(&'a str, &'a mut Map<String, Value>)>> {
+    let responses = operation_mut(doc, id)?
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+        .ok_or("no responses")?;
+    let mut found = Vec::new();
+    for (status, response) in responses.iter_mut() {
+        if let Some(s) = statuses.iter().find(|s| **s == status) {
+            let response = response
+                .as_object_mut()
+                .ok_or(format!("{status} is not an object"))?;
+            found.push((*s, response));
+        }
+    }
+    if found.len() != statuses.len() {
+        return Err(format!("{id} does not declare all of {statuses:?}"));
+    }
+    Ok(found)
 }
 
 fn operation_mut<'a>(doc: &'a mut Value, id: &str) -> Result<&'a mut Value> {
