@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+
+mod bulk;
+mod devices;
+mod error;
+mod etag;
+mod identity;
+mod ids;
+mod manager;
+mod methods;
+mod modules;
+mod query;
+mod retry;
+mod twins;
+
+pub use iothub_rest_gen::IotDateTime;
+/// The service's models, generated from its spec (re-exported from `iothub-rest-gen`).
+pub use iothub_rest_gen::types as models;
+
+pub use bulk::{Bulk, BulkProgress, BulkReport, FailedChunk, MAX_BULK_DEVICES};
+pub use devices::MAX_DEVICES_PER_LIST;
+pub use error::{Error, Result, ServiceError};
+pub use etag::{ETag, IfMatch};
+pub use identity::{DeviceOptions, SasKeys, X509Thumbprints};
+pub use manager::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RegistryManager, RegistryManagerBuilder,
+};
+pub use query::{Query, QueryPage};
+pub use retry::{ExponentialRetry, NoRetry, RetryClass, RetryContext, RetryPolicy};
+
+/// Credentials and connection strings (re-exported from `iothub-auth`).
+pub use iothub_auth::{ConnectionString, Credential};

@@ -1,0 +1,369 @@
+//! [`RegistryManager`]: construction, and the one place every operation runs through
+//! (per-attempt timeout, credential check, retries, tracing, error mapping).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iothub_auth::{ConnectionString, Credential, HostName};
+use iothub_rest_gen::Client;
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::retry::{ExponentialRetry, RetryContext, RetryPolicy};
+
+/// Time allowed for one attempt of an operation unless configured otherwise
+/// ([`RegistryManagerBuilder::timeout`], [`RegistryManager::with_timeout`]). Direct methods
+/// derive theirs from the method's own timeouts instead.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connect timeout of the HTTP client the builder makes.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Rust counterpart of Python's `IoTHubRegistryManager`: device and module identities,
+/// twins, queries, statistics, bulk registry operations and direct methods of one IoT Hub.
+///
+/// Cheap to clone (the HTTP connection pool and token caches are shared). Every method checks
+/// its arguments before sending anything, retries what is safe to retry (see
+/// [`RetryPolicy`]), and signs every attempt afresh.
+///
+/// ```no_run
+/// use iothub_registry::{IfMatch, RegistryManager};
+///
+/// # async fn run() -> iothub_registry::Result<()> {
+/// let registry = RegistryManager::from_connection_string(
+///     &std::env::var("IOTHUB_CONNECTION_STRING").expect("set IOTHUB_CONNECTION_STRING"),
+/// )?;
+/// let twin = registry.get_twin("thermostat-1").await?;
+/// println!("reported: {:?}", twin.properties.map(|p| p.reported));
+/// # Ok(()) }
+/// ```
+#[doc(alias = "IoTHubRegistryManager")]
+#[derive(Clone, Debug)]
+pub struct RegistryManager {
+    pub(crate) rest: Client,
+    credential: Credential,
+    retry: Arc<dyn RetryPolicy>,
+    timeout: Duration,
+}
+
+impl RegistryManager {
+    /// A manager for the hub of a service connection string (`HostName=...;
+    /// SharedAccessKeyName=...;SharedAccessKey=...`). Makes no network request.
+    pub fn from_connection_string(connection_string: &str) -> Result<Self> {
+        let cs: ConnectionString = connection_string.parse()?;
+        Self::builder(Credential::from_connection_string(&cs)).build()
+    }
+
+    /// A manager that authenticates with Azure AD through any `azure_core` token credential
+    /// (for example one from `azure_identity`). `host` is the hub's host name, without scheme:
+    /// `contoso.azure-devices.net`.
+    pub fn from_token_credential(
+        host: &str,
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    ) -> Result<Self> {
+        let host: HostName = host.parse().map_err(Error::from)?;
+        Self::builder(Credential::from_token_credential(host, credential)).build()
+    }
+
+    /// A builder for the remaining settings: endpoint, api-version, Azure AD scope, retries,
+    /// timeouts, user agent, HTTP client and proxy.
+    pub fn builder(credential: Credential) -> RegistryManagerBuilder {
+        RegistryManagerBuilder {
+            credential,
+            endpoint: None,
+            allow_http: false,
+            api_version: None,
+            scope: None,
+            retry: Arc::new(ExponentialRetry::default()),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            user_agent_suffix: None,
+            http_client: None,
+            proxy: ProxySetting::Environment,
+        }
+    }
+
+    /// The same manager with another per-attempt timeout, for one call or a group of calls:
+    /// `registry.with_timeout(Duration::from_secs(5)).get_device("d1")`.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The generated REST client, authenticated the same way, for operations this type does
+    /// not wrap (configurations, jobs, digital twins).
+    pub fn rest(&self) -> &Client {
+        &self.rest
+    }
+
+    /// Runs one operation: each attempt checks the credential (so token failures surface as
+    /// [`Error::Auth`]), sends under the timeout, and maps the outcome; failed attempts are
+    /// retried as the policy allows.
+    pub(crate) async fn execute<T, E, F, Fut>(&self, call: Call<'_>, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, progenitor_client::Error<E>>>,
+        E: Serialize,
+    {
+        let span = tracing::info_span!(
+            "iothub_registry",
+            operation = call.operation,
+            device_id = call.device_id,
+            module_id = call.module_id,
+            attempt = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let timeout = call.timeout.unwrap_or(self.timeout);
+        async {
+            let started = Instant::now();
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                tracing::Span::current().record("attempt", attempts);
+                let outcome = self.attempt(timeout, &mut attempt).await;
+                let error = match outcome {
+                    Ok(value) => {
+                        tracing::Span::current().record("status", "ok");
+                        return Ok(value);
+                    }
+                    Err(error) => error,
+                };
+                if let Some(status) = error.status() {
+                    tracing::Span::current().record("status", status);
+                }
+                let context = RetryContext {
+                    operation: call.operation,
+                    attempt: attempts,
+                    elapsed: started.elapsed(),
+                    idempotent: call.idempotent,
+                };
+                match self.retry.next_delay(error.retry_class(), &context) {
+                    Some(delay) => {
+                        tracing::debug!(error = %error, ?delay, "retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        tracing::debug!(error = %error, "giving up");
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn attempt<T, E, F, Fut>(&self, timeout: Duration, attempt: &mut F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, progenitor_client::Error<E>>>,
+        E: Serialize,
+    {
+        // Cached after the first call, so this costs nothing; it turns a token failure into a
+        // typed error instead of the string the request hook can report.
+        self.credential.http_authorization().await?;
+        match tokio::time::timeout(timeout, attempt()).await {
+            Err(_) => Err(Error::Timeout { after: timeout }),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(Error::from_rest(error).await),
+        }
+    }
+}
+
+/// What [`RegistryManager::execute`] needs to know about an operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) operation: &'static str,
+    pub(crate) device_id: Option<&'a str>,
+    pub(crate) module_id: Option<&'a str>,
+    /// Whether repeating it after an ambiguous failure is harmless.
+    pub(crate) idempotent: bool,
+    /// Overrides the manager's per-attempt timeout.
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(operation: &'static str, idempotent: bool) -> Self {
+        Self {
+            operation,
+            device_id: None,
+            module_id: None,
+            idempotent,
+            timeout: None,
+        }
+    }
+
+    pub(crate) fn device(mut self, device_id: &'a str) -> Self {
+        self.device_id = Some(device_id);
+        self
+    }
+
+    pub(crate) fn module(mut self, module_id: &'a str) -> Self {
+        self.module_id = Some(module_id);
+        self
+    }
+
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ProxySetting {
+    /// reqwest's default: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`.
+    Environment,
+    Url(String),
+    None,
+}
+
+/// Configures a [`RegistryManager`]; see [`RegistryManager::builder`].
+#[derive(Debug)]
+#[must_use = "call .build() to get a RegistryManager"]
+pub struct RegistryManagerBuilder {
+    credential: Credential,
+    endpoint: Option<String>,
+    allow_http: bool,
+    api_version: Option<String>,
+    scope: Option<String>,
+    retry: Arc<dyn RetryPolicy>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    user_agent_suffix: Option<String>,
+    http_client: Option<reqwest::Client>,
+    proxy: ProxySetting,
+}
+
+impl RegistryManagerBuilder {
+    /// Sends requests to this base URL instead of `https://{host}` (a private endpoint, a
+    /// local emulator, a test server).
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Accepts a plain `http://` endpoint when its host is loopback (`localhost`, `127.0.0.1`,
+    /// `::1`). Any other plain-HTTP endpoint is refused: it would expose request signatures.
+    pub fn allow_http_on_loopback(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Sends another api-version than `2021-04-12`.
+    pub fn api_version(mut self, api_version: impl Into<String>) -> Self {
+        self.api_version = Some(api_version.into());
+        self
+    }
+
+    /// The Azure AD scope for token credentials, for clouds other than the public one
+    /// (default `https://iothubs.azure.net/.default`).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Replaces the retry policy (default: [`ExponentialRetry::default`]).
+    pub fn retry_policy(mut self, policy: impl RetryPolicy + 'static) -> Self {
+        self.retry = Arc::new(policy);
+        self
+    }
+
+    /// Time allowed for one attempt of an operation (default 60 s). Direct methods ignore it:
+    /// theirs follows from the method's own timeouts.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connect timeout of the HTTP client (default 30 s); ignored with [`Self::http_client`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Appended to the `User-Agent` (`iothub-rs/<version> <suffix>`); ignored with
+    /// [`Self::http_client`].
+    pub fn user_agent_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.user_agent_suffix = Some(suffix.into());
+        self
+    }
+
+    /// Uses this HTTP client as it is (proxy, TLS roots, timeouts and user agent are then
+    /// yours). Give it no total timeout shorter than the direct methods you invoke.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Sends every request through this proxy (`http://proxy:8080`), instead of the one the
+    /// standard environment variables name.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxySetting::Url(url.into());
+        self
+    }
+
+    /// Ignores proxy environment variables.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::None;
+        self
+    }
+
+    /// Checks the settings and builds the manager. Sends nothing.
+    pub fn build(mut self) -> Result<RegistryManager> {
+        let http = match self.http_client.take() {
+            Some(client) => client,
+            None => self.make_http_client()?,
+        };
+        let credential = match self.scope {
+            Some(scope) => self.credential.with_scope(scope),
+            None => self.credential,
+        };
+        let endpoint = self
+            .endpoint
+            .unwrap_or_else(|| format!("https://{}", credential.host()));
+        let mut rest = Client::builder(endpoint, credential.clone())
+            .http_client(http)
+            .allow_http_on_loopback(self.allow_http);
+        if let Some(version) = self.api_version {
+            rest = rest.api_version(version);
+        }
+        let rest = rest
+            .build()
+            .map_err(|e| Error::configuration("invalid settings", e))?;
+        Ok(RegistryManager {
+            rest,
+            credential,
+            retry: self.retry,
+            timeout: self.timeout,
+        })
+    }
+
+    fn make_http_client_user_agent(&self) -> String {
+        let base = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
+        match &self.user_agent_suffix {
+            Some(suffix) => format!("{base} {suffix}"),
+            None => base.to_owned(),
+        }
+    }
+
+    fn make_http_client(&self) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .user_agent(self.make_http_client_user_agent());
+        builder = match &self.proxy {
+            ProxySetting::Environment => builder,
+            ProxySetting::None => builder.no_proxy(),
+            ProxySetting::Url(url) => builder.proxy(
+                reqwest::Proxy::all(url.as_str())
+                    .map_err(|e| Error::configuration("invalid proxy URL", e))?,
+            ),
+        };
+        builder
+            .build()
+            .map_err(|e| Error::configuration("cannot build the HTTP client", e))
+    }
+}

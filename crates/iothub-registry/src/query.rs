@@ -1,0 +1,184 @@
+//! Twin queries (`POST /devices/query`): one page at a time like the reference, or as a
+//! stream that follows `x-ms-continuation` to the end.
+
+use futures::{Stream, TryStreamExt, stream};
+use iothub_rest_gen::ResponseValue;
+use iothub_rest_gen::types::{QuerySpecification, Twin};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::manager::{Call, RegistryManager};
+
+/// One page of query results, with what the reference's `QueryResult` carries.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct QueryPage {
+    /// The items as the service sent them: twins for `SELECT *`, any shape for projections
+    /// and aggregates (`SELECT COUNT() AS n FROM devices`).
+    pub items: Vec<Value>,
+    /// Where the next page starts (`x-ms-continuation`); `None` on the last page. Pass it to
+    /// [`RegistryManager::query_iot_hub`] or [`Query::continuation`] to resume later.
+    pub continuation_token: Option<String>,
+    /// The item type the service reported (`x-ms-item-type`, e.g. `twin`).
+    pub item_type: Option<String>,
+}
+
+impl QueryPage {
+    /// The items as twins; fails for projections that are not twins.
+    pub fn twins(&self) -> Result<Vec<Twin>> {
+        self.items_as()
+    }
+
+    /// The items as any deserializable type, for projections.
+    pub fn items_as<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
+        self.items.iter().cloned().map(decode_item).collect()
+    }
+}
+
+fn decode_item<T: DeserializeOwned>(item: Value) -> Result<T> {
+    serde_json::from_value(item.clone()).map_err(|source| Error::Decode {
+        status: 200,
+        body: item.to_string(),
+        source,
+    })
+}
+
+impl RegistryManager {
+    /// Runs one page of an IoT Hub query, as the reference's `query_iot_hub` does: pass the
+    /// previous page's `continuation_token` for the next page, and `max_item_count` to ask for
+    /// a page size (the service may use another).
+    pub async fn query_iot_hub(
+        &self,
+        query: impl Into<String>,
+        continuation_token: Option<&str>,
+        max_item_count: Option<u32>,
+    ) -> Result<QueryPage> {
+        let query = query.into();
+        if query.trim().is_empty() {
+            return Err(Error::InvalidArgument {
+                argument: "query",
+                reason: "is empty".into(),
+            });
+        }
+        if max_item_count == Some(0) {
+            return Err(Error::InvalidArgument {
+                argument: "max_item_count",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let body = QuerySpecification { query: Some(query) };
+        let page_size = max_item_count.map(|n| n.to_string());
+        // A query only reads: repeating it is harmless.
+        self.execute(Call::new("query_iot_hub", true), || {
+            let mut request = self.rest.query_get_twins().body(body.clone());
+            if let Some(token) = continuation_token {
+                request = request.x_ms_continuation(token);
+            }
+            if let Some(size) = &page_size {
+                request = request.x_ms_max_item_count(size.as_str());
+            }
+            async move { request.send().await.map(page) }
+        })
+        .await
+    }
+
+    /// A query whose results can be streamed across pages:
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// use iothub_registry::RegistryManager;
+    ///
+    /// # async fn run(registry: RegistryManager) -> iothub_registry::Result<()> {
+    /// let twins: Vec<_> = registry
+    ///     .query("SELECT * FROM devices WHERE tags.floor = 3")
+    ///     .page_size(500)
+    ///     .twins()
+    ///     .try_collect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query(&self, sql: impl Into<String>) -> Query<'_> {
+        Query {
+            manager: self,
+            sql: sql.into(),
+            page_size: None,
+            continuation: None,
+        }
+    }
+}
+
+fn page(response: ResponseValue<Vec<Value>>) -> QueryPage {
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            // An empty continuation means "no more pages" too; treating it as a token would
+            // loop forever on the first page.
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let continuation_token = header("x-ms-continuation");
+    let item_type = header("x-ms-item-type");
+    QueryPage {
+        items: response.into_inner(),
+        continuation_token,
+        item_type,
+    }
+}
+
+/// A query to run across pages; see [`RegistryManager::query`].
+#[derive(Clone, Debug)]
+#[must_use = "a query does nothing until streamed"]
+pub struct Query<'a> {
+    manager: &'a RegistryManager,
+    sql: String,
+    page_size: Option<u32>,
+    continuation: Option<String>,
+}
+
+impl<'a> Query<'a> {
+    /// Asks for pages of this many items (`x-ms-max-item-count`), on every page.
+    pub fn page_size(mut self, size: u32) -> Self {
+        self.page_size = Some(size);
+        self
+    }
+
+    /// Resumes where a previous run stopped ([`QueryPage::continuation_token`]).
+    pub fn continuation(mut self, token: impl Into<String>) -> Self {
+        self.continuation = Some(token.into());
+        self
+    }
+
+    /// The pages, each requested when the previous one has been consumed, replaying the same
+    /// query and page size with the continuation token until the service sends none.
+    pub fn pages(self) -> impl Stream<Item = Result<QueryPage>> + 'a {
+        let first = Some(self.continuation.clone());
+        stream::try_unfold((self, first), |(query, next)| async move {
+            // `None`: the previous page was the last one.
+            let Some(token) = next else {
+                return Ok(None);
+            };
+            let page = query
+                .manager
+                .query_iot_hub(query.sql.as_str(), token.as_deref(), query.page_size)
+                .await?;
+            let next = page.continuation_token.clone().map(Some);
+            Ok(Some((page, (query, next))))
+        })
+    }
+
+    /// Every item of every page, in order.
+    pub fn stream(self) -> impl Stream<Item = Result<Value>> + 'a {
+        self.pages()
+            .map_ok(|page| stream::iter(page.items.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// Every item, as a twin.
+    pub fn twins(self) -> impl Stream<Item = Result<Twin>> + 'a {
+        self.stream()
+            .and_then(|item| async move { decode_item(item) })
+    }
+}

@@ -1,0 +1,179 @@
+//! Device and module twins (`/twins/{id}`, `/twins/{id}/modules/{mid}`).
+
+use iothub_rest_gen::ResponseValue;
+use iothub_rest_gen::types::Twin;
+
+use crate::error::Result;
+use crate::etag::IfMatch;
+use crate::ids::{validate_device_id, validate_module_id};
+use crate::manager::{Call, RegistryManager};
+
+/// Which half of a twin write: PATCH merges tags and desired properties, PUT replaces them.
+#[derive(Clone, Copy)]
+enum Write {
+    Merge,
+    Replace,
+}
+
+impl RegistryManager {
+    /// Reads a device twin.
+    pub async fn get_twin(&self, device_id: impl Into<String>) -> Result<Twin> {
+        let device_id = device_id.into();
+        validate_device_id(&device_id)?;
+        let call = Call::new("get_twin", true).device(&device_id);
+        self.execute(call, || {
+            let request = self.rest.devices_get_twin().id(device_id.as_str());
+            async move { request.send().await.map(ResponseValue::into_inner) }
+        })
+        .await
+    }
+
+    /// Merges `patch` (its `tags` and `properties.desired`) into a device twin (HTTP PATCH).
+    /// A key set to JSON `null` removes it.
+    ///
+    /// ```no_run
+    /// use iothub_registry::{IfMatch, RegistryManager, models::Twin};
+    /// use serde_json::json;
+    ///
+    /// # async fn run(registry: RegistryManager) -> Result<(), Box<dyn std::error::Error>> {
+    /// let twin = registry.get_twin("thermostat-1").await?;
+    /// let patch: Twin = serde_json::from_value(json!({
+    ///     "properties": { "desired": { "targetTemperature": 21.5 } }
+    /// }))?;
+    /// // Applied only if nobody wrote the twin since it was read.
+    /// registry
+    ///     .update_twin("thermostat-1", patch, IfMatch::from_current(twin.etag.as_deref())?)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_twin(
+        &self,
+        device_id: impl Into<String>,
+        patch: Twin,
+        if_match: IfMatch,
+    ) -> Result<Twin> {
+        self.write_twin(device_id.into(), None, patch, if_match, Write::Merge)
+            .await
+    }
+
+    /// Replaces the tags and desired properties of a device twin (HTTP PUT).
+    pub async fn replace_twin(
+        &self,
+        device_id: impl Into<String>,
+        twin: Twin,
+        if_match: IfMatch,
+    ) -> Result<Twin> {
+        self.write_twin(device_id.into(), None, twin, if_match, Write::Replace)
+            .await
+    }
+
+    /// Reads a module twin.
+    pub async fn get_module_twin(
+        &self,
+        device_id: impl Into<String>,
+        module_id: impl Into<String>,
+    ) -> Result<Twin> {
+        let (device_id, module_id) = (device_id.into(), module_id.into());
+        validate_device_id(&device_id)?;
+        validate_module_id(&module_id)?;
+        let call = Call::new("get_module_twin", true)
+            .device(&device_id)
+            .module(&module_id);
+        self.execute(call, || {
+            let request = self
+                .rest
+                .modules_get_twin()
+                .id(device_id.as_str())
+                .mid(module_id.as_str());
+            async move { request.send().await.map(ResponseValue::into_inner) }
+        })
+        .await
+    }
+
+    /// Merges `patch` into a module twin (HTTP PATCH).
+    pub async fn update_module_twin(
+        &self,
+        device_id: impl Into<String>,
+        module_id: impl Into<String>,
+        patch: Twin,
+        if_match: IfMatch,
+    ) -> Result<Twin> {
+        let module_id = Some(module_id.into());
+        self.write_twin(device_id.into(), module_id, patch, if_match, Write::Merge)
+            .await
+    }
+
+    /// Replaces the tags and desired properties of a module twin (HTTP PUT).
+    pub async fn replace_module_twin(
+        &self,
+        device_id: impl Into<String>,
+        module_id: impl Into<String>,
+        twin: Twin,
+        if_match: IfMatch,
+    ) -> Result<Twin> {
+        let module_id = Some(module_id.into());
+        self.write_twin(device_id.into(), module_id, twin, if_match, Write::Replace)
+            .await
+    }
+
+    async fn write_twin(
+        &self,
+        device_id: String,
+        module_id: Option<String>,
+        twin: Twin,
+        if_match: IfMatch,
+        write: Write,
+    ) -> Result<Twin> {
+        validate_device_id(&device_id)?;
+        if let Some(module_id) = &module_id {
+            validate_module_id(module_id)?;
+        }
+        let operation = match (write, module_id.is_some()) {
+            (Write::Merge, false) => "update_twin",
+            (Write::Replace, false) => "replace_twin",
+            (Write::Merge, true) => "update_module_twin",
+            (Write::Replace, true) => "replace_module_twin",
+        };
+        let header = if_match.header_value();
+        // Applying the same merge or replacement twice leaves the same twin.
+        let mut call = Call::new(operation, true).device(&device_id);
+        if let Some(module_id) = &module_id {
+            call = call.module(module_id);
+        }
+        self.execute(call, || {
+            let (id, body, header) = (device_id.as_str(), twin.clone(), header.as_str());
+            let rest = &self.rest;
+            let module_id = module_id.as_deref();
+            async move {
+                let result = match (write, module_id) {
+                    (Write::Merge, None) => {
+                        rest.devices_update_twin()
+                            .id(id)
+                            .if_match(header)
+                            .body(body)
+                            .send()
+                            .await
+                    }
+                    (Write::Replace, None) => {
+                        rest.devices_replace_twin()
+                            .id(id)
+                            .if_match(header)
+                            .body(body)
+                            .send()
+                            .await
+                    }
+                    (Write::Merge, Some(mid)) => {
+                        let request = rest.modules_update_twin().id(id).mid(mid);
+                        request.if_match(header).body(body).send().await
+                    }
+                    (Write::Replace, Some(mid)) => {
+                        let request = rest.modules_replace_twin().id(id).mid(mid);
+                        request.if_match(header).body(body).send().await
+                    }
+                };
+                result.map(ResponseValue::into_inner)
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,157 @@
+//! Construction options that show on the wire: Azure AD tokens, the user agent and an explicit
+//! proxy.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use azure_core::time::{Duration, OffsetDateTime};
+use iothub_registry::{ConnectionString, Credential, RegistryManager};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "c2VydmljZS1rZXktZm9yLXRlc3RzLTMyLWJ5dGVzISE=";
+
+/// Hands out one fixed token and records the scopes it was asked for.
+#[derive(Debug, Default)]
+struct FixedToken {
+    scopes: std::sync::Mutex<Vec<String>>,
+}
+
+// `TokenCredential` is an `#[async_trait]` trait; this is the signature the macro produces.
+impl TokenCredential for FixedToken {
+    fn get_token<'a, 'b, 'c, 'd, 'async_trait>(
+        &'a self,
+        scopes: &'b [&'c str],
+        _options: Option<TokenRequestOptions<'d>>,
+    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
+    where
+        'a: 'async_trait,
+        'b: 'async_trait,
+        'c: 'async_trait,
+        'd: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            self.scopes
+                .lock()
+                .unwrap()
+                .extend(scopes.iter().map(|s| s.to_string()));
+            Ok(AccessToken::new(
+                "header.payload.signature",
+                OffsetDateTime::now_utc() + Duration::hours(1),
+            ))
+        })
+    }
+}
+
+async fn stats_server() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/statistics/service"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({ "connectedDeviceCount": 1 })),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn token_credentials_send_a_bearer_token_for_the_configured_scope() {
+    let server = stats_server().await;
+    let token = Arc::new(FixedToken::default());
+    let credential =
+        Credential::from_token_credential("hub.azure-devices.us".parse().unwrap(), token.clone());
+    let registry = RegistryManager::builder(credential)
+        .endpoint(server.uri())
+        .allow_http_on_loopback(true)
+        .scope("https://iothubs.azure.us/.default")
+        .build()
+        .unwrap();
+    registry.get_service_statistics().await.unwrap();
+    let request = &server.received_requests().await.unwrap()[0];
+    assert_eq!(
+        request.headers["authorization"],
+        "Bearer header.payload.signature"
+    );
+    assert_eq!(
+        *token.scopes.lock().unwrap(),
+        ["https://iothubs.azure.us/.default"]
+    );
+}
+
+#[test]
+fn from_token_credential_takes_a_bare_host_name() {
+    let token = Arc::new(FixedToken::default());
+    assert!(RegistryManager::from_token_credential("hub.azure-devices.net", token.clone()).is_ok());
+    let err =
+        RegistryManager::from_token_credential("https://hub.azure-devices.net", token).unwrap_err();
+    assert!(matches!(err, iothub_registry::Error::Auth(_)), "{err:?}");
+}
+
+fn credential(host: &str) -> Credential {
+    let cs: ConnectionString =
+        format!("HostName={host};SharedAccessKeyName=service;SharedAccessKey={KEY}")
+            .parse()
+            .unwrap();
+    Credential::from_connection_string(&cs)
+}
+
+#[tokio::test]
+async fn the_user_agent_names_the_sdk_and_the_suffix() {
+    let server = stats_server().await;
+    let registry = RegistryManager::builder(credential(&server.address().to_string()))
+        .endpoint(server.uri())
+        .allow_http_on_loopback(true)
+        .user_agent_suffix("fleet-tool/2.1")
+        .build()
+        .unwrap();
+    registry.get_service_statistics().await.unwrap();
+    let request = &server.received_requests().await.unwrap()[0];
+    let agent = request.headers["user-agent"].to_str().unwrap();
+    assert!(
+        agent.starts_with("iothub-rs/") && agent.ends_with(" fleet-tool/2.1"),
+        "{agent}"
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_proxy_carries_every_request() {
+    // The endpoint has no listener; only the proxy can answer.
+    let proxy = stats_server().await;
+    let registry = RegistryManager::builder(credential("127.0.0.1:9"))
+        .endpoint("http://127.0.0.1:9")
+        .allow_http_on_loopback(true)
+        .proxy(proxy.uri())
+        .build()
+        .unwrap();
+    registry.get_service_statistics().await.unwrap();
+    let requests = proxy.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url.path(), "/statistics/service");
+}
+
+#[test]
+fn plain_http_needs_consent_and_a_loopback_host() {
+    let build = |endpoint: &str, allow: bool| {
+        RegistryManager::builder(credential("hub.azure-devices.net"))
+            .endpoint(endpoint)
+            .allow_http_on_loopback(allow)
+            .build()
+    };
+    assert!(build("http://127.0.0.1:8080", true).is_ok());
+    assert!(build("http://127.0.0.1:8080", false).is_err());
+    assert!(build("http://hub.azure-devices.net", true).is_err());
+    assert!(build("https://hub.azure-devices.net", false).is_ok());
+    let err = RegistryManager::builder(credential("hub.azure-devices.net"))
+        .proxy("not a url")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, iothub_registry::Error::Configuration { .. }),
+        "{err:?}"
+    );
+}
