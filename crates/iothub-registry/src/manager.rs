@@ -342,7 +342,7 @@ impl RegistryManagerBuilder {
         })
     }
 
-    fn make_http_client_user_agent(&self) -> String {
+    fn user_agent(&self) -> String {
         let base = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
         match &self.user_agent_suffix {
             Some(suffix) => format!("{base} {suffix}"),
@@ -353,7 +353,7 @@ impl RegistryManagerBuilder {
     fn make_http_client(&self) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
-            .user_agent(self.make_http_client_user_agent());
+            .user_agent(self.user_agent());
         builder = match &self.proxy {
             ProxySetting::Environment => builder,
             ProxySetting::None => builder.no_proxy(),
