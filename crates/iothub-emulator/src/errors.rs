@@ -1,0 +1,232 @@
+//! Service errors as IoT Hub writes them: the `iothub-errorcode` header with the symbolic
+//! name, and one of the two body shapes recorded in `error-codes.md` (shape A for the
+//! registry and twins, shape B for direct methods).
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// Which body shape an error is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `{"Message":"ErrorCode:<Name>;<text>","ExceptionMessage":"Tracking ID:…"}`.
+    Legacy,
+    /// `{"Message":"<json string with errorCode, trackingId, message, info, timestampUtc>","ExceptionMessage":""}`.
+    Nested,
+}
+
+/// An error answer: status, code name and number, and the text for the body.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServiceError {
+    pub(crate) status: u16,
+    pub(crate) name: &'static str,
+    pub(crate) number: u32,
+    pub(crate) message: String,
+    pub(crate) shape: Shape,
+    /// The `info` object of shape B.
+    pub(crate) info: Value,
+    /// Seconds for a `Retry-After` header (throttling).
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl ServiceError {
+    fn new(status: u16, name: &'static str, number: u32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            name,
+            number,
+            message: message.into(),
+            shape: Shape::Legacy,
+            info: json!({}),
+            retry_after: None,
+        }
+    }
+
+    /// Switches to body shape B (direct-method errors).
+    pub(crate) fn nested(mut self, info: Value) -> Self {
+        self.shape = Shape::Nested;
+        self.info = info;
+        self
+    }
+
+    pub(crate) fn invalid_protocol_version(message: impl Into<String>) -> Self {
+        Self::new(400, "InvalidProtocolVersion", 400001, message)
+    }
+    pub(crate) fn argument_invalid(message: impl Into<String>) -> Self {
+        Self::new(400, "ArgumentInvalid", 400004, message)
+    }
+    pub(crate) fn argument_null(message: impl Into<String>) -> Self {
+        Self::new(400, "ArgumentNull", 400005, message)
+    }
+    pub(crate) fn format_error(message: impl Into<String>) -> Self {
+        Self::new(400, "IotHubFormatError", 400006, message)
+    }
+    pub(crate) fn device_defined_multiple_times(message: impl Into<String>) -> Self {
+        Self::new(400, "DeviceDefinedMultipleTimes", 400011, message)
+    }
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "IotHubUnauthorizedAccess", 401002, message)
+    }
+    pub(crate) fn device_not_found(device_id: &str) -> Self {
+        Self::new(404, "DeviceNotFound", 404001, device_id)
+    }
+    pub(crate) fn module_not_found(device_id: &str, module_id: &str) -> Self {
+        Self::new(
+            404,
+            "ModuleNotFound",
+            404010,
+            format!("Module {module_id} on device {device_id} not found"),
+        )
+    }
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "GenericNotFound", 404000, message)
+    }
+    pub(crate) fn device_not_online(device_id: &str, timeout_secs: u64) -> Self {
+        Self::new(
+            404,
+            "DeviceNotOnline",
+            404103,
+            format!(
+                "The operation failed because the requested device isn't online or hasn't registered the direct method callback. Device: {device_id}"
+            ),
+        )
+        .nested(json!({ "timeout": hms(timeout_secs) }))
+    }
+    pub(crate) fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "GenericMethodNotAllowed", 405000, message)
+    }
+    pub(crate) fn device_already_exists(device_id: &str) -> Self {
+        Self::new(
+            409,
+            "DeviceAlreadyExists",
+            409001,
+            format!("A device with ID '{device_id}' is already registered."),
+        )
+    }
+    pub(crate) fn module_already_exists(device_id: &str, module_id: &str) -> Self {
+        Self::new(
+            409,
+            "ModuleAlreadyExistsOnDevice",
+            409301,
+            format!("A module with ID '{module_id}' already exists on device '{device_id}'."),
+        )
+    }
+    pub(crate) fn precondition_failed(message: impl Into<String>) -> Self {
+        Self::new(412, "PreconditionFailed", 412001, message)
+    }
+    pub(crate) fn message_too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "MessageTooLarge", 413001, message)
+    }
+    pub(crate) fn too_many_devices(message: impl Into<String>) -> Self {
+        Self::new(413, "TooManyDevices", 413002, message)
+    }
+    pub(crate) fn throttled(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            429,
+            "ThrottlingException",
+            429001,
+            format!("The request has been throttled. Wait {retry_after} seconds and try again."),
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+    pub(crate) fn server_error(message: impl Into<String>) -> Self {
+        Self::new(500, "ServerError", 500001, message)
+    }
+    pub(crate) fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", 503001, message)
+    }
+    pub(crate) fn gateway_timeout() -> Self {
+        Self::new(
+            504,
+            "GatewayTimeout",
+            504101,
+            "Timed out waiting for the response from device.",
+        )
+        .nested(json!({}))
+    }
+
+    /// The JSON body for this error, stamped with a tracking id and time.
+    pub(crate) fn body(&self, tracking_id: &str, now: DateTime<Utc>) -> Value {
+        let stamp = now.format("%m/%d/%Y %H:%M:%S");
+        let tracking = format!("{tracking_id}-G:0-TimeStamp:{stamp}");
+        match self.shape {
+            Shape::Legacy => json!({
+                "Message": format!("ErrorCode:{};{}", self.name, self.message),
+                "ExceptionMessage": format!("Tracking ID:{tracking}"),
+            }),
+            Shape::Nested => {
+                let inner = json!({
+                    "errorCode": self.number,
+                    "trackingId": tracking,
+                    "message": self.message,
+                    "info": self.info,
+                    "timestampUtc": service_time(now),
+                });
+                json!({ "Message": inner.to_string(), "ExceptionMessage": "" })
+            }
+        }
+    }
+}
+
+/// ISO-8601 UTC with 7 fractional digits (.NET ticks), as the service writes times.
+pub(crate) fn service_time(t: DateTime<Utc>) -> String {
+    use chrono::Timelike as _;
+    format!(
+        "{}.{:07}Z",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.nanosecond() % 1_000_000_000 / 100
+    )
+}
+
+/// `hh:mm:ss`, the form the service uses for timeouts in `info`.
+fn hms(secs: u64) -> String {
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// A 32-hex-digit tracking id, like the service's.
+pub(crate) fn tracking_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn legacy_body_has_the_name_then_the_text() {
+        let now = Utc.with_ymd_and_hms(2020, 6, 16, 22, 34, 56).unwrap();
+        let body = ServiceError::device_not_found("dev1").body("abc", now);
+        assert_eq!(
+            body,
+            json!({
+                "Message": "ErrorCode:DeviceNotFound;dev1",
+                "ExceptionMessage": "Tracking ID:abc-G:0-TimeStamp:06/16/2020 22:34:56",
+            })
+        );
+    }
+
+    #[test]
+    fn nested_body_holds_a_json_string_with_the_number() {
+        let now = Utc.with_ymd_and_hms(2024, 3, 14, 9, 54, 49).unwrap();
+        let body = ServiceError::device_not_online("d", 60).body("t", now);
+        assert_eq!(body["ExceptionMessage"], "");
+        let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["errorCode"], 404103);
+        assert_eq!(inner["info"], json!({"timeout": "00:01:00"}));
+        assert_eq!(inner["timestampUtc"], "2024-03-14T09:54:49.0000000Z");
+        assert!(inner["trackingId"].as_str().unwrap().starts_with("t-G:0-"));
+    }
+
+    #[test]
+    fn tracking_ids_are_32_hex_digits() {
+        let id = tracking_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

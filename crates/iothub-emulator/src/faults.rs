@@ -1,0 +1,261 @@
+//! Fault injection: throttling (at a rate or by tier limits), server errors, latency and
+//! dropped connections, decided per service request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// What faults to inject. All rates are fractions of service requests (0.0 to 1.0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Answered 429 ThrottlingException with `Retry-After`.
+    pub throttle_rate: f64,
+    /// The `Retry-After` seconds of injected 429s (0 is sent as 0).
+    pub retry_after_secs: u64,
+    /// Answered 500 ServerError or 503 ServiceUnavailable (half each).
+    pub server_error_rate: f64,
+    /// The connection is closed without an answer, before the request is applied.
+    pub drop_before_rate: f64,
+    /// The request is applied, then the connection is closed without an answer.
+    pub drop_after_rate: f64,
+    /// Added to every service request.
+    pub latency_ms: u64,
+    /// Up to this much more, uniformly.
+    pub latency_jitter_ms: u64,
+    /// Throttle by a tier's published per-unit limits (429 when a class's budget is spent).
+    pub tier: Option<Tier>,
+    /// Units of the tier (default 1).
+    pub units: Option<u32>,
+    /// Seed for reproducible fault sequences.
+    pub seed: Option<u64>,
+}
+
+/// An IoT Hub standard tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tier {
+    /// S1.
+    S1,
+    /// S2.
+    S2,
+    /// S3.
+    S3,
+}
+
+/// How many faults were injected so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultStats {
+    /// 429s from `throttle_rate`.
+    pub throttled: u64,
+    /// 429s from tier limits.
+    pub tier_throttled: u64,
+    /// 500s and 503s.
+    pub server_errors: u64,
+    /// Connections dropped before applying.
+    pub dropped_before: u64,
+    /// Connections dropped after applying.
+    pub dropped_after: u64,
+}
+
+/// The throttling class of a request, as the service's quotas group operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum OpClass {
+    /// Identity create, get, list, update, delete (bulk counts one per entry).
+    Registry,
+    TwinRead,
+    TwinUpdate,
+    Query,
+    Method,
+    Other,
+}
+
+impl OpClass {
+    /// Requests per second per unit, and the floor some tiers guarantee.
+    fn rate(self, tier: Tier, units: f64) -> f64 {
+        let per_min = |n: f64| n / 60.0;
+        match (self, tier) {
+            (Self::Registry, Tier::S1 | Tier::S2) => per_min(100.0) * units,
+            (Self::Registry, Tier::S3) => per_min(5000.0) * units,
+            (Self::TwinRead, Tier::S1) => 100.0,
+            (Self::TwinRead, Tier::S2) => (10.0 * units).max(100.0),
+            (Self::TwinRead, Tier::S3) => (50.0 * units).max(100.0),
+            (Self::TwinUpdate, Tier::S1) => 50.0,
+            (Self::TwinUpdate, Tier::S2) => (5.0 * units).max(50.0),
+            (Self::TwinUpdate, Tier::S3) => (25.0 * units).max(50.0),
+            (Self::Query, Tier::S1 | Tier::S2) => per_min(20.0) * units,
+            (Self::Query, Tier::S3) => per_min(1000.0) * units,
+            (Self::Method, Tier::S1) => 20.0 * units,
+            (Self::Method, Tier::S2) => 60.0 * units,
+            (Self::Method, Tier::S3) => 3000.0 * units,
+            (Self::Other, _) => f64::INFINITY,
+        }
+    }
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Decision {
+    pub(crate) delay: Duration,
+    pub(crate) drop_before: bool,
+    /// 429 with this Retry-After.
+    pub(crate) throttle: Option<u64>,
+    /// 500 or 503.
+    pub(crate) server_error: Option<u16>,
+    pub(crate) drop_after: bool,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+struct Inner {
+    config: FaultConfig,
+    rng: fastrand::Rng,
+    stats: FaultStats,
+    buckets: HashMap<OpClass, Bucket>,
+}
+
+/// The live fault settings and counters.
+pub(crate) struct Faults(Mutex<Inner>);
+
+impl Faults {
+    pub(crate) fn new(config: FaultConfig) -> Self {
+        let rng = config
+            .seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        Self(Mutex::new(Inner {
+            config,
+            rng,
+            stats: FaultStats::default(),
+            buckets: HashMap::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set(&self, config: FaultConfig) {
+        let mut inner = self.lock();
+        if let Some(seed) = config.seed {
+            inner.rng = fastrand::Rng::with_seed(seed);
+        }
+        inner.config = config;
+        inner.buckets.clear();
+    }
+
+    pub(crate) fn config(&self) -> FaultConfig {
+        self.lock().config.clone()
+    }
+
+    pub(crate) fn stats(&self) -> FaultStats {
+        self.lock().stats.clone()
+    }
+
+    /// Decides the faults for one request of `class` costing `cost` operations.
+    pub(crate) fn decide(&self, class: OpClass, cost: u32) -> Decision {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let c = &inner.config;
+        let mut d = Decision::default();
+        if c.latency_ms > 0 || c.latency_jitter_ms > 0 {
+            let jitter = if c.latency_jitter_ms > 0 {
+                inner.rng.u64(0..=c.latency_jitter_ms)
+            } else {
+                0
+            };
+            d.delay = Duration::from_millis(c.latency_ms + jitter);
+        }
+        if hit(&mut inner.rng, c.drop_before_rate) {
+            d.drop_before = true;
+            inner.stats.dropped_before += 1;
+            return d;
+        }
+        if hit(&mut inner.rng, c.throttle_rate) {
+            d.throttle = Some(c.retry_after_secs);
+            inner.stats.throttled += 1;
+            return d;
+        }
+        if let Some(tier) = c.tier {
+            let rate = class.rate(tier, f64::from(c.units.unwrap_or(1).max(1)));
+            if rate.is_finite() {
+                let now = Instant::now();
+                let bucket = inner.buckets.entry(class).or_insert(Bucket {
+                    tokens: rate.max(1.0),
+                    at: now,
+                });
+                let elapsed = now.duration_since(bucket.at).as_secs_f64();
+                bucket.tokens = (bucket.tokens + elapsed * rate).min(rate.max(1.0));
+                bucket.at = now;
+                let cost = f64::from(cost.max(1));
+                if bucket.tokens >= cost {
+                    bucket.tokens -= cost;
+                } else {
+                    let wait = ((cost - bucket.tokens) / rate).ceil();
+                    // Saturating float-to-int conversion: `as` is exact for these small values.
+                    d.throttle = Some((wait as u64).max(1));
+                    inner.stats.tier_throttled += 1;
+                    return d;
+                }
+            }
+        }
+        if hit(&mut inner.rng, c.server_error_rate) {
+            d.server_error = Some(if inner.rng.bool() { 500 } else { 503 });
+            inner.stats.server_errors += 1;
+            return d;
+        }
+        if hit(&mut inner.rng, c.drop_after_rate) {
+            d.drop_after = true;
+            inner.stats.dropped_after += 1;
+        }
+        d
+    }
+}
+
+fn hit(rng: &mut fastrand::Rng, rate: f64) -> bool {
+    rate > 0.0 && rng.f64() < rate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_faults_by_default() {
+        let f = Faults::new(FaultConfig::default());
+        for _ in 0..100 {
+            assert_eq!(f.decide(OpClass::Registry, 1), Decision::default());
+        }
+    }
+
+    #[test]
+    fn rates_are_roughly_honoured_and_counted() {
+        let f = Faults::new(FaultConfig {
+            throttle_rate: 0.2,
+            retry_after_secs: 2,
+            seed: Some(7),
+            ..Default::default()
+        });
+        let throttled = (0..10_000)
+            .filter(|_| f.decide(OpClass::Registry, 1).throttle == Some(2))
+            .count();
+        assert!((1_700..2_300).contains(&throttled), "{throttled}");
+        assert_eq!(f.stats().throttled, throttled as u64);
+    }
+
+    #[test]
+    fn tier_limits_throttle_bursts() {
+        let f = Faults::new(FaultConfig {
+            tier: Some(Tier::S1),
+            ..Default::default()
+        });
+        // S1 queries: 20 per minute, a burst of one.
+        assert_eq!(f.decide(OpClass::Query, 1).throttle, None);
+        let second = f.decide(OpClass::Query, 1).throttle;
+        assert!(second.is_some_and(|s| s >= 1), "{second:?}");
+        assert_eq!(f.stats().tier_throttled, 1);
+    }
+}

@@ -1,0 +1,170 @@
+//! `iothub-emulator`: a local Azure IoT Hub on the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use iothub_emulator::{Config, Emulator};
+
+/// A local Azure IoT Hub (service REST API, api-version 2021-04-12) for development and tests.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// A TOML configuration file; flags override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The hub name.
+    #[arg(long)]
+    hub_name: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8443].
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// Host name for the connection string and certificate [default: localhost].
+    #[arg(long)]
+    host_name: Option<String>,
+    /// Keep the registry, keys and certificates here, durably [default: in memory].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where to write the generated certificate when there is no data directory
+    /// [default: $XDG_CACHE_HOME/iothub-emulator or ~/.cache/iothub-emulator].
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
+    /// Serve this PEM certificate chain (with --tls-key) instead of a generated one.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Fraction of requests answered 429 with Retry-After.
+    #[arg(long)]
+    throttle_rate: Option<f64>,
+    /// Fraction of requests answered 500 or 503.
+    #[arg(long)]
+    server_error_rate: Option<f64>,
+    /// Latency added to every request, in milliseconds.
+    #[arg(long)]
+    latency_ms: Option<u64>,
+}
+
+fn default_cert_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("iothub-emulator"))
+}
+
+fn config(args: Args) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config {
+            bind: "127.0.0.1:8443".parse().map_err(|e| format!("{e}"))?,
+            ..Config::default()
+        },
+    };
+    if let Some(v) = args.hub_name {
+        config.hub_name = v;
+    }
+    if let Some(v) = args.bind {
+        config.bind = v;
+    }
+    if let Some(v) = args.host_name {
+        config.host_name = Some(v);
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = Some(v);
+    }
+    config.cert_dir = args.cert_dir.or(config.cert_dir).or_else(default_cert_dir);
+    if args.plain_http {
+        config.tls.enabled = false;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls.cert = Some(cert);
+        config.tls.key = Some(key);
+    }
+    if let Some(v) = args.throttle_rate {
+        config.faults.throttle_rate = v;
+    }
+    if let Some(v) = args.server_error_rate {
+        config.faults.server_error_rate = v;
+    }
+    if let Some(v) = args.latency_ms {
+        config.faults.latency_ms = v;
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "iothub_emulator=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("iothub-emulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let durable = config.data_dir.clone();
+    let hub = match Emulator::builder().config(config).start().await {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("iothub-emulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("IoT Hub emulator listening on {}", hub.base_url());
+    println!("IOTHUB_CONNECTION_STRING={}", hub.connection_string());
+    match hub.ca_certificate_path() {
+        Some(path) => println!("CA certificate: {}", path.display()),
+        None if hub.ca_certificate_pem().is_some() => {
+            println!(
+                "CA certificate (not written to disk):\n{}",
+                hub.ca_certificate_pem().unwrap_or_default()
+            );
+        }
+        None => println!("Serving plain HTTP"),
+    }
+    match durable {
+        Some(dir) => println!("Registry stored durably in {}", dir.display()),
+        None => println!("Registry kept in memory (use --data-dir to keep it)"),
+    }
+    println!("Control API: {}/_emulator/health", hub.base_url());
+    wait_for_signal().await;
+    hub.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

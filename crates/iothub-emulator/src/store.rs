@@ -1,0 +1,942 @@
+//! The identity registry and twins: every write goes through a [`Tx`], which is durable
+//! (when a data directory is set) before it is visible and before the caller answers.
+
+use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::Utc;
+use iothub_rest_gen::IotDateTime;
+use iothub_rest_gen::types::{self as wire, AuthenticationType, ConnectionState, DeviceStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::errors::ServiceError;
+use crate::etag::{IfMatch, identity_etag};
+use crate::persist::Persist;
+use crate::twin::{TwinChange, TwinState};
+
+/// System modules the service creates with every IoT Edge device.
+const EDGE_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];
+
+/// A device: its identity, its twin and its modules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DeviceEntry {
+    pub(crate) device: wire::Device,
+    pub(crate) twin: TwinState,
+    pub(crate) modules: BTreeMap<String, ModuleEntry>,
+}
+
+/// A module identity and its twin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ModuleEntry {
+    pub(crate) module: wire::Module,
+    pub(crate) twin: TwinState,
+}
+
+/// The registry: in memory, optionally backed by a durable store.
+pub(crate) struct Store {
+    devices: RwLock<BTreeMap<String, DeviceEntry>>,
+    persist: Option<Persist>,
+}
+
+/// Timestamps as the service writes them in twin metadata.
+pub(crate) fn now_string() -> String {
+    crate::errors::service_time(Utc::now())
+}
+
+fn generation_id() -> String {
+    // The service's look: an 18-digit decimal number.
+    fastrand::u64(100_000_000_000_000_000..1_000_000_000_000_000_000).to_string()
+}
+
+fn random_key() -> String {
+    let mut bytes = [0u8; 32];
+    bytes.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    STANDARD.encode(bytes)
+}
+
+impl Store {
+    /// A store in memory, or loaded from (and written through to) `persist`.
+    pub(crate) fn open(persist: Option<Persist>) -> Result<Self, crate::Error> {
+        let mut devices = match &persist {
+            Some(p) => p.load()?,
+            None => BTreeMap::new(),
+        };
+        // Nothing is connected to a freshly started hub.
+        for entry in devices.values_mut() {
+            disconnect_all(entry);
+        }
+        Ok(Self {
+            devices: RwLock::new(devices),
+            persist,
+        })
+    }
+
+    /// Read access to the registry.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, DeviceEntry>> {
+        self.devices.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a write transaction; writers are serialised.
+    pub(crate) fn begin(&self) -> Tx<'_> {
+        Tx {
+            guard: self.devices.write().unwrap_or_else(|e| e.into_inner()),
+            staged: BTreeMap::new(),
+            persist: self.persist.as_ref(),
+            now: now_string(),
+        }
+    }
+}
+
+fn disconnect_all(entry: &mut DeviceEntry) {
+    entry.device.connection_state = Some(ConnectionState::Disconnected);
+    for m in entry.modules.values_mut() {
+        m.module.connection_state = Some(ConnectionState::Disconnected);
+    }
+}
+
+/// The staged state of one device at a point in a transaction.
+pub(crate) struct Savepoint {
+    id: String,
+    staged: Option<Option<DeviceEntry>>,
+}
+
+/// A set of changes applied together: staged on copies, made durable, then published.
+pub(crate) struct Tx<'a> {
+    guard: RwLockWriteGuard<'a, BTreeMap<String, DeviceEntry>>,
+    staged: BTreeMap<String, Option<DeviceEntry>>,
+    persist: Option<&'a Persist>,
+    /// One timestamp for everything in the transaction.
+    pub(crate) now: String,
+}
+
+impl Tx<'_> {
+    /// The device as this transaction sees it.
+    pub(crate) fn get(&self, id: &str) -> Option<&DeviceEntry> {
+        match self.staged.get(id) {
+            Some(staged) => staged.as_ref(),
+            None => self.guard.get(id),
+        }
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut DeviceEntry> {
+        if !self.staged.contains_key(id) {
+            let current = self.guard.get(id)?.clone();
+            self.staged.insert(id.to_owned(), Some(current));
+        }
+        self.staged.get_mut(id).and_then(Option::as_mut)
+    }
+
+    fn device_mut(&mut self, id: &str) -> Result<&mut DeviceEntry, ServiceError> {
+        self.get_mut(id)
+            .ok_or_else(|| ServiceError::device_not_found(id))
+    }
+
+    /// Remembers the staged state of one device, to undo a failed bulk entry.
+    pub(crate) fn savepoint(&self, id: &str) -> Savepoint {
+        Savepoint {
+            id: id.to_owned(),
+            staged: self.staged.get(id).cloned(),
+        }
+    }
+
+    /// Undoes what happened to the savepoint's device since it was taken.
+    pub(crate) fn rollback_to(&mut self, savepoint: Savepoint) {
+        match savepoint.staged {
+            Some(prev) => self.staged.insert(savepoint.id, prev),
+            None => self.staged.remove(&savepoint.id),
+        };
+    }
+
+    /// Makes the staged changes durable, then visible. Nothing changes on failure.
+    pub(crate) fn commit(mut self) -> Result<(), ServiceError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        if let Some(persist) = self.persist {
+            persist.write(&self.staged).map_err(|e| {
+                tracing::error!(error = %e, "durable write failed");
+                ServiceError::server_error("The write could not be stored")
+            })?;
+        }
+        for (id, entry) in std::mem::take(&mut self.staged) {
+            match entry {
+                Some(entry) => self.guard.insert(id, entry),
+                None => self.guard.remove(&id),
+            };
+        }
+        Ok(())
+    }
+
+    /// PUT /devices/{id}: create without a condition, else update.
+    pub(crate) fn put_device(
+        &mut self,
+        id: &str,
+        body: &Value,
+        if_match: &IfMatch,
+    ) -> Result<wire::Device, ServiceError> {
+        let input = DeviceInput::from_body(id, body)?;
+        match (self.get(id).is_some(), if_match) {
+            (true, IfMatch::Absent) => Err(ServiceError::device_already_exists(id)),
+            (false, IfMatch::Etag(_)) => Err(ServiceError::device_not_found(id)),
+            (false, _) => self.create_device(id, input),
+            (true, cond) => self.update_device(id, input, cond),
+        }
+    }
+
+    fn create_device(
+        &mut self,
+        id: &str,
+        input: DeviceInput,
+    ) -> Result<wire::Device, ServiceError> {
+        if self.get(id).is_some() {
+            return Err(ServiceError::device_already_exists(id));
+        }
+        let never = Some(IotDateTime::never());
+        let generation = generation_id();
+        let edge = input.iot_edge;
+        let device_scope = input
+            .device_scope
+            .or_else(|| edge.then(|| format!("ms-azure-iot-edge://{id}-{generation}")));
+        let device = wire::Device {
+            authentication: Some(input.authentication),
+            capabilities: Some(wire::DeviceCapabilities {
+                iot_edge: Some(edge),
+            }),
+            cloud_to_device_message_count: Some(0),
+            connection_state: Some(ConnectionState::Disconnected),
+            connection_state_updated_time: never,
+            device_id: Some(id.to_owned()),
+            device_scope,
+            etag: Some(identity_etag()),
+            generation_id: Some(generation),
+            last_activity_time: never,
+            parent_scopes: input.parent_scopes,
+            status: Some(input.status),
+            status_reason: input.status_reason,
+            status_updated_time: never,
+        };
+        let mut modules = BTreeMap::new();
+        if edge {
+            for mid in EDGE_MODULES {
+                let module = new_module(id, mid, default_auth()?, None);
+                modules.insert(mid.to_owned(), module_entry(module, &self.now));
+            }
+        }
+        let entry = DeviceEntry {
+            device: device.clone(),
+            twin: TwinState::new(&self.now),
+            modules,
+        };
+        self.staged.insert(id.to_owned(), Some(entry));
+        Ok(device)
+    }
+
+    fn update_device(
+        &mut self,
+        id: &str,
+        input: DeviceInput,
+        cond: &IfMatch,
+    ) -> Result<wire::Device, ServiceError> {
+        let entry = self.device_mut(id)?;
+        let current = entry.device.etag.clone().unwrap_or_default();
+        if !cond.matches(&current) {
+            return Err(ServiceError::precondition_failed(format!(
+                "Precondition failed: the etag does not match the device's current etag. Device: {id}"
+            )));
+        }
+        let d = &mut entry.device;
+        if d.status.as_ref() != Some(&input.status) {
+            d.status_updated_time = Some(IotDateTime::from(Utc::now()));
+        }
+        d.status = Some(input.status);
+        d.status_reason = input.status_reason;
+        d.authentication = Some(input.authentication);
+        d.capabilities = Some(wire::DeviceCapabilities {
+            iot_edge: Some(input.iot_edge),
+        });
+        if input.device_scope.is_some() {
+            d.device_scope = input.device_scope;
+        }
+        d.parent_scopes = input.parent_scopes;
+        d.etag = Some(identity_etag());
+        Ok(d.clone())
+    }
+
+    /// DELETE /devices/{id}.
+    pub(crate) fn delete_device(&mut self, id: &str, cond: &IfMatch) -> Result<(), ServiceError> {
+        let entry = self
+            .get(id)
+            .ok_or_else(|| ServiceError::device_not_found(id))?;
+        if !cond.matches(entry.device.etag.as_deref().unwrap_or_default()) {
+            return Err(ServiceError::precondition_failed(format!(
+                "Precondition failed: the etag does not match the device's current etag. Device: {id}"
+            )));
+        }
+        self.staged.insert(id.to_owned(), None);
+        Ok(())
+    }
+
+    /// PUT /devices/{id}/modules/{mid}.
+    pub(crate) fn put_module(
+        &mut self,
+        id: &str,
+        mid: &str,
+        body: &Value,
+        cond: &IfMatch,
+    ) -> Result<wire::Module, ServiceError> {
+        let input = ModuleInput::from_body(id, mid, body)?;
+        let now = self.now.clone();
+        let entry = self.device_mut(id)?;
+        match (entry.modules.get_mut(mid), cond) {
+            (Some(_), IfMatch::Absent) => Err(ServiceError::module_already_exists(id, mid)),
+            (None, IfMatch::Etag(_)) => Err(ServiceError::module_not_found(id, mid)),
+            (None, _) => {
+                let module = new_module(id, mid, input.authentication, input.managed_by);
+                entry
+                    .modules
+                    .insert(mid.to_owned(), module_entry(module.clone(), &now));
+                Ok(module)
+            }
+            (Some(existing), cond) => {
+                let m = &mut existing.module;
+                if !cond.matches(m.etag.as_deref().unwrap_or_default()) {
+                    return Err(ServiceError::precondition_failed(format!(
+                        "Precondition failed: the etag does not match the module's current etag. Module: {id}/{mid}"
+                    )));
+                }
+                m.authentication = Some(input.authentication);
+                m.managed_by = input.managed_by;
+                m.etag = Some(identity_etag());
+                Ok(m.clone())
+            }
+        }
+    }
+
+    /// DELETE /devices/{id}/modules/{mid}.
+    pub(crate) fn delete_module(
+        &mut self,
+        id: &str,
+        mid: &str,
+        cond: &IfMatch,
+    ) -> Result<(), ServiceError> {
+        let entry = self.device_mut(id)?;
+        let module = entry
+            .modules
+            .get(mid)
+            .ok_or_else(|| ServiceError::module_not_found(id, mid))?;
+        if !cond.matches(module.module.etag.as_deref().unwrap_or_default()) {
+            return Err(ServiceError::precondition_failed(format!(
+                "Precondition failed: the etag does not match the module's current etag. Module: {id}/{mid}"
+            )));
+        }
+        entry.modules.remove(mid);
+        Ok(())
+    }
+
+    /// PATCH (`replace == false`) or PUT a device or module twin; answers the new twin.
+    pub(crate) fn update_twin(
+        &mut self,
+        id: &str,
+        mid: Option<&str>,
+        change: &TwinChange,
+        replace: bool,
+        cond: &IfMatch,
+    ) -> Result<Value, ServiceError> {
+        let now = self.now.clone();
+        let entry = self.device_mut(id)?;
+        let twin = twin_mut(entry, id, mid)?;
+        if !cond.matches(&twin.etag()) {
+            return Err(ServiceError::precondition_failed(format!(
+                "ETag mismatch for device ID '{id}'"
+            )));
+        }
+        let mut next = twin.clone();
+        if replace {
+            next.replace(change, &now);
+        } else {
+            next.patch(change, &now);
+        }
+        next.check_limits()?;
+        *twin = next;
+        Ok(render_twin(entry, mid))
+    }
+
+    /// A device reporting properties (control API).
+    pub(crate) fn report(
+        &mut self,
+        id: &str,
+        mid: Option<&str>,
+        patch: &serde_json::Map<String, Value>,
+    ) -> Result<Value, ServiceError> {
+        let now = self.now.clone();
+        let entry = self.device_mut(id)?;
+        let twin = twin_mut(entry, id, mid)?;
+        let mut next = twin.clone();
+        next.report(patch, &now);
+        next.check_limits()?;
+        *twin = next;
+        touch_activity(entry, mid);
+        Ok(render_twin(entry, mid))
+    }
+
+    /// A device or module connecting or disconnecting (control API).
+    pub(crate) fn set_connected(
+        &mut self,
+        id: &str,
+        mid: Option<&str>,
+        connected: bool,
+    ) -> Result<(), ServiceError> {
+        let entry = self.device_mut(id)?;
+        let state = Some(if connected {
+            ConnectionState::Connected
+        } else {
+            ConnectionState::Disconnected
+        });
+        let now = Some(IotDateTime::from(Utc::now()));
+        match mid {
+            None => {
+                entry.device.connection_state = state;
+                entry.device.connection_state_updated_time = now;
+                entry.device.last_activity_time = now;
+            }
+            Some(mid) => {
+                let m = entry
+                    .modules
+                    .get_mut(mid)
+                    .ok_or_else(|| ServiceError::module_not_found(id, mid))?;
+                m.module.connection_state = state;
+                m.module.connection_state_updated_time = now;
+                m.module.last_activity_time = now;
+            }
+        }
+        Ok(())
+    }
+
+    /// DELETE /devices/{id}/commands: empties the device's cloud-to-device queue.
+    pub(crate) fn purge_queue(&mut self, id: &str) -> Result<i32, ServiceError> {
+        let entry = self.device_mut(id)?;
+        let purged = entry.device.cloud_to_device_message_count.unwrap_or(0);
+        entry.device.cloud_to_device_message_count = Some(0);
+        Ok(purged)
+    }
+
+    /// Bulk: creates a device from an import entry (importMode create).
+    pub(crate) fn bulk_create(&mut self, e: &wire::ExportImportDevice) -> Result<(), ServiceError> {
+        let id = e.id.as_deref().unwrap_or_default();
+        match e.module_id.as_deref() {
+            None => {
+                let input = DeviceInput::from_import(e)?;
+                self.create_device(id, input)?;
+                self.bulk_twin(id, None, e, &IfMatch::Any)
+            }
+            Some(mid) => {
+                let body = serde_json::json!({"authentication": e.authentication});
+                self.put_module(id, mid, &body, &IfMatch::Absent)?;
+                self.bulk_twin(id, Some(mid), e, &IfMatch::Any)
+            }
+        }
+    }
+
+    /// Bulk: updates (or, with `upsert`, creates) a device from an import entry.
+    pub(crate) fn bulk_update(
+        &mut self,
+        e: &wire::ExportImportDevice,
+        cond: &IfMatch,
+        upsert: bool,
+    ) -> Result<(), ServiceError> {
+        let id = e.id.as_deref().unwrap_or_default();
+        match e.module_id.as_deref() {
+            None => {
+                if self.get(id).is_none() {
+                    if upsert {
+                        return self.bulk_create(e);
+                    }
+                    return Err(ServiceError::device_not_found(id));
+                }
+                let input = DeviceInput::from_import(e)?;
+                let cond = if *cond == IfMatch::Absent {
+                    &IfMatch::Any
+                } else {
+                    cond
+                };
+                self.update_device(id, input, cond)?;
+                if e.twin_e_tag.is_some() || !e.tags.is_empty() || e.properties.is_some() {
+                    self.bulk_twin(id, None, e, &IfMatch::Any)?;
+                }
+                Ok(())
+            }
+            Some(mid) => {
+                let exists = self.get(id).is_some_and(|d| d.modules.contains_key(mid));
+                if !exists && !upsert {
+                    return Err(ServiceError::module_not_found(id, mid));
+                }
+                let body = serde_json::json!({"authentication": e.authentication});
+                let cond = if exists && *cond == IfMatch::Absent {
+                    &IfMatch::Any
+                } else {
+                    cond
+                };
+                self.put_module(id, mid, &body, cond)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Bulk: deletes the device or module an import entry names.
+    pub(crate) fn bulk_delete(
+        &mut self,
+        e: &wire::ExportImportDevice,
+        cond: &IfMatch,
+    ) -> Result<(), ServiceError> {
+        let id = e.id.as_deref().unwrap_or_default();
+        match e.module_id.as_deref() {
+            None => self.delete_device(id, cond),
+            Some(mid) => self.delete_module(id, mid, cond),
+        }
+    }
+
+    /// Bulk: replaces the twin's tags and desired properties from an import entry.
+    pub(crate) fn bulk_twin(
+        &mut self,
+        id: &str,
+        mid: Option<&str>,
+        e: &wire::ExportImportDevice,
+        cond: &IfMatch,
+    ) -> Result<(), ServiceError> {
+        let desired = e
+            .properties
+            .as_ref()
+            .map(|p| &p.desired)
+            .filter(|d| !d.is_empty());
+        let mut body = serde_json::json!({ "tags": e.tags });
+        if let Some(desired) = desired {
+            body["properties"] = serde_json::json!({ "desired": desired });
+        }
+        let change = TwinChange::from_body(&body)?;
+        if change.tags.as_ref().is_none_or(|t| t.is_empty()) && change.desired.is_none() {
+            return Ok(());
+        }
+        self.update_twin(id, mid, &change, false, cond).map(drop)
+    }
+}
+
+fn twin_mut<'e>(
+    entry: &'e mut DeviceEntry,
+    id: &str,
+    mid: Option<&str>,
+) -> Result<&'e mut TwinState, ServiceError> {
+    match mid {
+        None => Ok(&mut entry.twin),
+        Some(mid) => entry
+            .modules
+            .get_mut(mid)
+            .map(|m| &mut m.twin)
+            .ok_or_else(|| ServiceError::module_not_found(id, mid)),
+    }
+}
+
+fn touch_activity(entry: &mut DeviceEntry, mid: Option<&str>) {
+    let now = Some(IotDateTime::from(Utc::now()));
+    match mid.and_then(|m| entry.modules.get_mut(m)) {
+        Some(m) => m.module.last_activity_time = now,
+        None => entry.device.last_activity_time = now,
+    }
+}
+
+fn new_module(
+    id: &str,
+    mid: &str,
+    authentication: wire::AuthenticationMechanism,
+    managed_by: Option<String>,
+) -> wire::Module {
+    let never = Some(IotDateTime::never());
+    wire::Module {
+        authentication: Some(authentication),
+        cloud_to_device_message_count: Some(0),
+        connection_state: Some(ConnectionState::Disconnected),
+        connection_state_updated_time: never,
+        device_id: Some(id.to_owned()),
+        etag: Some(identity_etag()),
+        generation_id: Some(generation_id()),
+        last_activity_time: never,
+        managed_by,
+        module_id: Some(mid.to_owned()),
+    }
+}
+
+fn module_entry(module: wire::Module, now: &str) -> ModuleEntry {
+    ModuleEntry {
+        module,
+        twin: TwinState::new(now),
+    }
+}
+
+/// The twin document of a device (`mid == None`) or one of its modules, as GET /twins answers.
+/// Panics never: a missing module renders the device twin (callers check first).
+pub(crate) fn render_twin(entry: &DeviceEntry, mid: Option<&str>) -> Value {
+    let d = &entry.device;
+    let auth_type =
+        |a: &Option<wire::AuthenticationMechanism>| a.as_ref().and_then(|a| a.type_.clone());
+    let thumbprint = |a: &Option<wire::AuthenticationMechanism>| {
+        Some(
+            a.as_ref()
+                .and_then(|a| a.x509_thumbprint.clone())
+                .unwrap_or_default(),
+        )
+    };
+    let (twin, module) = match mid.and_then(|m| entry.modules.get(m)) {
+        Some(m) => (&m.twin, Some(&m.module)),
+        None => (&entry.twin, None),
+    };
+    let properties = Some(wire::TwinProperties {
+        desired: twin.desired.render(true),
+        reported: twin.reported.render(false),
+    });
+    let doc = match module {
+        None => wire::Twin {
+            authentication_type: auth_type(&d.authentication),
+            capabilities: d.capabilities.clone(),
+            cloud_to_device_message_count: d.cloud_to_device_message_count,
+            connection_state: d.connection_state.clone(),
+            device_etag: d.etag.clone(),
+            device_id: d.device_id.clone(),
+            device_scope: d.device_scope.clone(),
+            etag: Some(twin.etag()),
+            last_activity_time: d.last_activity_time,
+            module_id: None,
+            parent_scopes: d.parent_scopes.clone(),
+            properties,
+            status: d.status.clone(),
+            status_reason: d.status_reason.clone(),
+            status_update_time: d.status_updated_time,
+            tags: twin.tags.clone(),
+            version: Some(i64::try_from(twin.version).unwrap_or(i64::MAX)),
+            x509_thumbprint: thumbprint(&d.authentication),
+        },
+        Some(m) => wire::Twin {
+            authentication_type: auth_type(&m.authentication),
+            cloud_to_device_message_count: m.cloud_to_device_message_count,
+            connection_state: m.connection_state.clone(),
+            device_etag: m.etag.clone(),
+            device_id: m.device_id.clone(),
+            etag: Some(twin.etag()),
+            last_activity_time: m.last_activity_time,
+            module_id: m.module_id.clone(),
+            properties,
+            status: Some(DeviceStatus::Enabled),
+            status_update_time: Some(IotDateTime::never()),
+            tags: twin.tags.clone(),
+            version: Some(i64::try_from(twin.version).unwrap_or(i64::MAX)),
+            x509_thumbprint: thumbprint(&m.authentication),
+            ..Default::default()
+        },
+    };
+    serde_json::to_value(doc).unwrap_or(Value::Null)
+}
+
+/// The mutable fields of a device, validated.
+struct DeviceInput {
+    status: DeviceStatus,
+    status_reason: Option<String>,
+    authentication: wire::AuthenticationMechanism,
+    iot_edge: bool,
+    device_scope: Option<String>,
+    parent_scopes: Vec<String>,
+}
+
+impl DeviceInput {
+    fn from_body(id: &str, body: &Value) -> Result<Self, ServiceError> {
+        let device: wire::Device = parse_model(body, "device")?;
+        if let Some(body_id) = device.device_id.as_deref()
+            && body_id != id
+        {
+            return Err(ServiceError::argument_invalid(format!(
+                "The deviceId in the body ('{body_id}') does not match the one in the URL ('{id}')"
+            )));
+        }
+        Ok(Self {
+            status: parse_status(device.status.as_ref())?,
+            status_reason: check_reason(device.status_reason)?,
+            authentication: check_auth(device.authentication)?,
+            iot_edge: device
+                .capabilities
+                .and_then(|c| c.iot_edge)
+                .unwrap_or(false),
+            device_scope: device.device_scope,
+            parent_scopes: device.parent_scopes,
+        })
+    }
+
+    fn from_import(e: &wire::ExportImportDevice) -> Result<Self, ServiceError> {
+        Ok(Self {
+            status: parse_status(e.status.as_ref())?,
+            status_reason: check_reason(e.status_reason.clone())?,
+            authentication: check_auth(e.authentication.clone())?,
+            iot_edge: e
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.iot_edge)
+                .unwrap_or(false),
+            device_scope: e.device_scope.clone(),
+            parent_scopes: e.parent_scopes.clone(),
+        })
+    }
+}
+
+/// The mutable fields of a module, validated.
+struct ModuleInput {
+    authentication: wire::AuthenticationMechanism,
+    managed_by: Option<String>,
+}
+
+impl ModuleInput {
+    fn from_body(id: &str, mid: &str, body: &Value) -> Result<Self, ServiceError> {
+        let module: wire::Module = parse_model(body, "module")?;
+        if module.device_id.as_deref().is_some_and(|d| d != id)
+            || module.module_id.as_deref().is_some_and(|m| m != mid)
+        {
+            return Err(ServiceError::argument_invalid(
+                "The deviceId or moduleId in the body does not match the URL",
+            ));
+        }
+        Ok(Self {
+            authentication: check_auth(module.authentication)?,
+            managed_by: module.managed_by,
+        })
+    }
+}
+
+/// Deserialises a request body into a generated model, with the service's 400 on failure.
+pub(crate) fn parse_model<T: serde::de::DeserializeOwned>(
+    body: &Value,
+    what: &str,
+) -> Result<T, ServiceError> {
+    if !body.is_object() {
+        return Err(ServiceError::argument_invalid(format!(
+            "The {what} must be a JSON object"
+        )));
+    }
+    serde_json::from_value(body.clone())
+        .map_err(|e| ServiceError::argument_invalid(format!("Invalid {what}: {e}")))
+}
+
+fn parse_status(status: Option<&DeviceStatus>) -> Result<DeviceStatus, ServiceError> {
+    match status.map(|s| s.as_str().to_ascii_lowercase()) {
+        None => Ok(DeviceStatus::Enabled),
+        Some(s) if s == "enabled" => Ok(DeviceStatus::Enabled),
+        Some(s) if s == "disabled" => Ok(DeviceStatus::Disabled),
+        Some(s) => Err(ServiceError::argument_invalid(format!(
+            "Invalid device status '{s}': expected enabled or disabled"
+        ))),
+    }
+}
+
+fn check_reason(reason: Option<String>) -> Result<Option<String>, ServiceError> {
+    match reason {
+        Some(r) if r.len() > 128 => Err(ServiceError::argument_invalid(
+            "statusReason is at most 128 characters",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn default_auth() -> Result<wire::AuthenticationMechanism, ServiceError> {
+    check_auth(None)
+}
+
+/// Fills in generated keys and checks what the caller gave, as the service does.
+fn check_auth(
+    auth: Option<wire::AuthenticationMechanism>,
+) -> Result<wire::AuthenticationMechanism, ServiceError> {
+    let mut auth = auth.unwrap_or_default();
+    let kind = auth
+        .type_
+        .as_ref()
+        .map_or("sas".to_owned(), |t| t.as_str().to_owned());
+    match kind.as_str() {
+        "sas" => {
+            let keys = auth.symmetric_key.get_or_insert_with(Default::default);
+            for key in [&mut keys.primary_key, &mut keys.secondary_key] {
+                match key.as_deref() {
+                    None | Some("") => *key = Some(random_key()),
+                    Some(k) => check_key(k)?,
+                }
+            }
+            auth.x509_thumbprint = None;
+            auth.type_ = Some(AuthenticationType::Sas);
+        }
+        "selfSigned" => {
+            let thumbs = auth.x509_thumbprint.get_or_insert_with(Default::default);
+            let primary = thumbs.primary_thumbprint.as_deref().unwrap_or_default();
+            if !is_thumbprint(primary) {
+                return Err(ServiceError::argument_invalid(
+                    "A self-signed device needs a primary thumbprint of 40 or 64 hex digits",
+                ));
+            }
+            if let Some(secondary) = thumbs.secondary_thumbprint.as_deref()
+                && !secondary.is_empty()
+                && !is_thumbprint(secondary)
+            {
+                return Err(ServiceError::argument_invalid(
+                    "The secondary thumbprint must have 40 or 64 hex digits",
+                ));
+            }
+            auth.symmetric_key = None;
+        }
+        "certificateAuthority" | "none" => {
+            auth.symmetric_key = None;
+            auth.x509_thumbprint = None;
+        }
+        other => {
+            return Err(ServiceError::argument_invalid(format!(
+                "Invalid authentication type '{other}'"
+            )));
+        }
+    }
+    Ok(auth)
+}
+
+fn check_key(key: &str) -> Result<(), ServiceError> {
+    match STANDARD.decode(key) {
+        Ok(bytes) if (16..=64).contains(&bytes.len()) => Ok(()),
+        _ => Err(ServiceError::argument_invalid(
+            "A symmetric key must be base64 of 16 to 64 bytes",
+        )),
+    }
+}
+
+fn is_thumbprint(t: &str) -> bool {
+    matches!(t.len(), 40 | 64) && t.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store() -> Store {
+        Store::open(None).unwrap()
+    }
+
+    fn put(
+        store: &Store,
+        id: &str,
+        body: Value,
+        cond: IfMatch,
+    ) -> Result<wire::Device, ServiceError> {
+        let mut tx = store.begin();
+        let d = tx.put_device(id, &body, &cond)?;
+        tx.commit()?;
+        Ok(d)
+    }
+
+    #[test]
+    fn create_fills_in_what_the_service_does() {
+        let s = store();
+        let d = put(&s, "d1", json!({"deviceId": "d1"}), IfMatch::Absent).unwrap();
+        assert_eq!(d.status, Some(DeviceStatus::Enabled));
+        assert!(d.last_activity_time.as_ref().unwrap().is_never());
+        let keys = d.authentication.unwrap().symmetric_key.unwrap();
+        assert_eq!(
+            STANDARD.decode(keys.primary_key.unwrap()).unwrap().len(),
+            32
+        );
+        assert_eq!(d.generation_id.unwrap().len(), 18);
+    }
+
+    #[test]
+    fn create_conflicts_and_conditions() {
+        let s = store();
+        let d = put(&s, "d1", json!({}), IfMatch::Absent).unwrap();
+        let err = put(&s, "d1", json!({}), IfMatch::Absent).unwrap_err();
+        assert_eq!((err.status, err.name), (409, "DeviceAlreadyExists"));
+        let err = put(&s, "d1", json!({}), IfMatch::Etag("stale".into())).unwrap_err();
+        assert_eq!((err.status, err.name), (412, "PreconditionFailed"));
+        let updated = put(
+            &s,
+            "d1",
+            json!({"status": "disabled"}),
+            IfMatch::Etag(d.etag.clone().unwrap()),
+        )
+        .unwrap();
+        assert_ne!(updated.etag, d.etag);
+        assert_eq!(updated.status, Some(DeviceStatus::Disabled));
+        assert!(!updated.status_updated_time.unwrap().is_never());
+        // Mismatched ids and bad keys are rejected before anything changes.
+        assert_eq!(
+            put(&s, "d2", json!({"deviceId": "x"}), IfMatch::Absent)
+                .unwrap_err()
+                .status,
+            400
+        );
+        let bad_key =
+            json!({"authentication": {"type": "sas", "symmetricKey": {"primaryKey": "c2hvcnQ="}}});
+        assert_eq!(
+            put(&s, "d2", bad_key, IfMatch::Absent).unwrap_err().status,
+            400
+        );
+        assert!(s.read().get("d2").is_none());
+    }
+
+    #[test]
+    fn edge_devices_get_system_modules_and_a_scope() {
+        let s = store();
+        let d = put(
+            &s,
+            "edge",
+            json!({"capabilities": {"iotEdge": true}}),
+            IfMatch::Absent,
+        )
+        .unwrap();
+        assert!(
+            d.device_scope
+                .unwrap()
+                .starts_with("ms-azure-iot-edge://edge-")
+        );
+        let modules: Vec<String> = s.read()["edge"].modules.keys().cloned().collect();
+        assert_eq!(modules, ["$edgeAgent", "$edgeHub"]);
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let s = store();
+        let mut tx = s.begin();
+        tx.put_device("a", &json!({}), &IfMatch::Absent).unwrap();
+        drop(tx);
+        assert!(s.read().is_empty());
+    }
+
+    #[test]
+    fn twin_etag_conditions() {
+        let s = store();
+        put(&s, "d", json!({}), IfMatch::Absent).unwrap();
+        let change = TwinChange::from_body(&json!({"tags": {"a": 1}})).unwrap();
+        let mut tx = s.begin();
+        let twin = tx
+            .update_twin(
+                "d",
+                None,
+                &change,
+                false,
+                &IfMatch::Etag("AAAAAAAAAAE=".into()),
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(twin["etag"], "AAAAAAAAAAI=");
+        assert_eq!(twin["version"], 2);
+        let mut tx = s.begin();
+        let err = tx
+            .update_twin(
+                "d",
+                None,
+                &change,
+                false,
+                &IfMatch::Etag("AAAAAAAAAAE=".into()),
+            )
+            .unwrap_err();
+        assert_eq!(err.status, 412);
+    }
+}
