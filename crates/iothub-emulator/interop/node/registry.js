@@ -1,0 +1,180 @@
+// The official Node `azure-iothub` Registry (1.16.x), unmodified, against iothub-emulator:
+// create, get, update, delete, list, getTwin, updateTwin, query with paging,
+// addDevices/updateDevices/removeDevices and statistics, with the service's values and
+// failures. Environment: IOTHUB_CONNECTION_STRING and NODE_EXTRA_CA_CERTS (the emulator's
+// CA). Prints one line per check, then "node: N passed, M failed".
+'use strict';
+
+const assert = require('assert');
+const crypto = require('crypto');
+const { Registry } = require('azure-iothub');
+
+const cs = process.env.IOTHUB_CONNECTION_STRING;
+const registry = Registry.fromConnectionString(cs);
+const run = crypto.randomBytes(4).toString('hex');
+const dev = (name) => `node-${run}-${name}`;
+const results = [];
+
+async function check(name, fn) {
+  try {
+    await fn();
+    results.push([name, null]);
+    console.log(`ok   ${name}`);
+  } catch (err) {
+    results.push([name, err]);
+    console.log(`FAIL ${name}: ${err && err.stack ? err.stack : err}`);
+  }
+}
+
+// Awaits a call that must fail; checks the error class Node maps the status to, and the
+// iothub-errorcode header when given.
+async function expectError(promise, className, status, code) {
+  try {
+    await promise;
+  } catch (err) {
+    assert.strictEqual(err.constructor.name, className, `${err.constructor.name}: ${err.message}`);
+    assert.strictEqual(err.response.statusCode, status);
+    if (code) {
+      assert.strictEqual(err.response.headers['iothub-errorcode'], code);
+    }
+    return err;
+  }
+  throw new Error(`expected ${className}, got success`);
+}
+
+async function main() {
+  await check('create and get', async () => {
+    const { responseBody: d, httpResponse } = await registry.create({ deviceId: dev('a') });
+    assert.strictEqual(httpResponse.statusCode, 200);
+    assert.strictEqual(d.deviceId, dev('a'));
+    assert.strictEqual(d.status, 'enabled');
+    assert.strictEqual(d.authentication.type, 'sas');
+    assert.ok(d.authentication.symmetricKey.primaryKey.length > 20);
+    const { responseBody: got } = await registry.get(dev('a'));
+    assert.strictEqual(got.etag, d.etag);
+  });
+
+  await check('create an existing device: DeviceAlreadyExistsError', async () => {
+    await expectError(registry.create({ deviceId: dev('a') }), 'DeviceAlreadyExistsError', 409, 'DeviceAlreadyExists');
+  });
+
+  await check('update (Node always sends If-Match "*"; an etag in the body is ignored)', async () => {
+    const { responseBody: d } = await registry.get(dev('a'));
+    const { responseBody: u } = await registry.update({ deviceId: dev('a'), status: 'disabled', etag: d.etag });
+    assert.strictEqual(u.status, 'disabled');
+    assert.notStrictEqual(u.etag, d.etag);
+    // The etag is stale now, but it travels in the body, where the service ignores it.
+    const { responseBody: again } = await registry.update({ deviceId: dev('a'), status: 'enabled', etag: d.etag });
+    assert.strictEqual(again.status, 'enabled');
+  });
+
+  await check('get a missing device: DeviceNotFoundError', async () => {
+    await expectError(registry.get(dev('missing')), 'DeviceNotFoundError', 404, 'DeviceNotFound');
+  });
+
+  await check('list', async () => {
+    await registry.create({ deviceId: dev('b') });
+    const { responseBody: list } = await registry.list();
+    const ids = list.map((d) => d.deviceId);
+    assert.ok(ids.includes(dev('a')) && ids.includes(dev('b')));
+  });
+
+  await check('getTwin and updateTwin with etags', async () => {
+    const { responseBody: twin } = await registry.getTwin(dev('a'));
+    assert.strictEqual(twin.deviceId, dev('a'));
+    assert.strictEqual(twin.etag, 'AAAAAAAAAAE=');
+    const patch = { tags: { team: 'node', run }, properties: { desired: { rate: 7 } } };
+    const { responseBody: updated } = await registry.updateTwin(dev('a'), patch, twin.etag);
+    assert.strictEqual(updated.tags.team, 'node');
+    assert.strictEqual(updated.properties.desired.rate, 7);
+    assert.notStrictEqual(updated.etag, twin.etag);
+    await expectError(registry.updateTwin(dev('a'), { tags: { x: 1 } }, twin.etag), 'InvalidEtagError', 412);
+    const { responseBody: again } = await registry.updateTwin(dev('a'), { tags: { team: null } }, '*');
+    assert.strictEqual(again.tags.team, undefined);
+  });
+
+  await check('Twin.update through the twin object', async () => {
+    const { responseBody: twin } = await registry.getTwin(dev('b'));
+    const before = twin.etag;
+    const updated = await new Promise((resolve, reject) => {
+      twin.update({ tags: { run, via: 'twin' } }, (err, t) => (err ? reject(err) : resolve(t)));
+    });
+    assert.strictEqual(updated.tags.via, 'twin');
+    assert.notStrictEqual(updated.etag, before);
+    // The twin object now holds the new etag; a second update with the old one fails.
+    await expectError(registry.updateTwin(dev('b'), { tags: { x: 1 } }, before), 'InvalidEtagError', 412,
+      'PreconditionFailed');
+  });
+
+  await check('addDevices, updateDevices, removeDevices (create / Update / Delete)', async () => {
+    const devices = [0, 1, 2].map((i) => ({ deviceId: dev(`bulk${i}`), status: 'enabled' }));
+    const { responseBody: added } = await registry.addDevices(devices);
+    assert.strictEqual(added.isSuccessful, true);
+    assert.deepStrictEqual(added.errors, []);
+    const { responseBody: updated } = await registry.updateDevices(
+      devices.map((d) => ({ ...d, status: 'disabled' })), true);
+    assert.strictEqual(updated.isSuccessful, true);
+    const { responseBody: d1 } = await registry.get(dev('bulk1'));
+    assert.strictEqual(d1.status, 'disabled');
+    // Conditional update with the etag the device GET returned (Node sends `etag`).
+    const { responseBody: cond } = await registry.updateDevices([{ ...d1, status: 'enabled' }], false);
+    assert.strictEqual(cond.isSuccessful, true, JSON.stringify(cond));
+    await expectError(registry.updateDevices([{ ...d1, status: 'enabled' }], false), 'ArgumentError', 400);
+    const { responseBody: removed } = await registry.removeDevices(devices, true);
+    assert.strictEqual(removed.isSuccessful, true);
+    await expectError(registry.get(dev('bulk0')), 'DeviceNotFoundError', 404);
+  });
+
+  await check('query with paging (nextAsTwin, continuation tokens)', async () => {
+    const ids = [0, 1, 2, 3, 4].map((i) => dev(`q${i}`));
+    for (const id of ids) {
+      await registry.create({ deviceId: id });
+      await registry.updateTwin(id, { tags: { batch: run } }, '*');
+    }
+    const query = registry.createQuery(`SELECT * FROM devices WHERE tags.batch = '${run}'`, 2);
+    const seen = [];
+    let pages = 0;
+    while (query.hasMoreResults) {
+      const { result } = await query.nextAsTwin();
+      pages += 1;
+      for (const twin of result) {
+        assert.strictEqual(typeof twin.update, 'function');
+        seen.push(twin.deviceId);
+      }
+      assert.ok(pages < 10, 'paging must end');
+    }
+    assert.deepStrictEqual(seen, ids);
+    assert.strictEqual(pages, 3);
+    const count = registry.createQuery(`SELECT COUNT() AS n FROM devices WHERE tags.batch = '${run}'`);
+    const { result } = await count.next();
+    assert.deepStrictEqual(result, [{ n: 5 }]);
+    await expectError(registry.createQuery('SELECT * FROM').next(), 'ArgumentError', 400);
+  });
+
+  await check('getRegistryStatistics', async () => {
+    const { responseBody: stats } = await registry.getRegistryStatistics();
+    assert.ok(stats.totalDeviceCount >= 7);
+    assert.strictEqual(stats.enabledDeviceCount + stats.disabledDeviceCount, stats.totalDeviceCount);
+  });
+
+  await check('delete, and delete of a missing device', async () => {
+    await registry.delete(dev('b'));
+    await expectError(registry.get(dev('b')), 'DeviceNotFoundError', 404);
+    await expectError(registry.delete(dev('b')), 'DeviceNotFoundError', 404, 'DeviceNotFound');
+  });
+
+  await check('a wrong key: UnauthorizedError', async () => {
+    const bad = Registry.fromConnectionString(
+      cs.replace(/SharedAccessKey=[^;]*/, 'SharedAccessKey=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA='));
+    await expectError(bad.list(), 'UnauthorizedError', 401, 'IotHubUnauthorizedAccess');
+  });
+
+  const failed = results.filter(([, err]) => err).length;
+  console.log(`node: ${results.length - failed} passed, ${failed} failed`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+main().catch((err) => {
+  console.log(`node: crashed: ${err && err.stack}`);
+  process.exitCode = 2;
+});

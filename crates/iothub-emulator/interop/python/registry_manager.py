@@ -1,0 +1,323 @@
+"""Every REST method of the official Python IoTHubRegistryManager (azure-iot-hub 2.7.0),
+unmodified, against the iothub-emulator, with the values and failures the service gives.
+
+Environment: IOTHUB_CONNECTION_STRING (the emulator's iothubowner connection string) and
+REQUESTS_CA_BUNDLE (the emulator's CA). Prints one line per check and then
+"python: N passed, M failed"; exits non-zero on any failure.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+
+import requests
+from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.hub.models import (
+    AuthenticationMechanism,
+    CloudToDeviceMethod,
+    ExportImportDevice,
+    QuerySpecification,
+    SymmetricKey,
+    Twin,
+    TwinProperties,
+)
+from msrest.exceptions import HttpOperationError
+
+CS = os.environ["IOTHUB_CONNECTION_STRING"]
+CA = os.environ["REQUESTS_CA_BUNDLE"]
+HOST = dict(p.split("=", 1) for p in CS.split(";"))["HostName"]
+CONTROL = "https://%s/_emulator" % HOST
+RUN = uuid.uuid4().hex[:8]
+KEY1 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+KEY2 = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+THUMB1 = "A" * 40
+THUMB2 = "B" * 40
+
+rm = IoTHubRegistryManager.from_connection_string(CS)
+results = []
+
+
+def dev(name):
+    return "py-%s-%s" % (RUN, name)
+
+
+def check(name):
+    def wrap(fn):
+        try:
+            fn()
+            results.append((name, None))
+            print("ok   %s" % name)
+        except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
+            results.append((name, e))
+            print("FAIL %s: %r" % (name, e))
+            traceback.print_exc()
+        return fn
+
+    return wrap
+
+
+def expect_error(fn, status, code=None):
+    try:
+        fn()
+    except HttpOperationError as e:
+        assert e.response.status_code == status, (e.response.status_code, e.response.text)
+        if code is not None:
+            assert e.response.headers.get("iothub-errorcode") == code, e.response.headers
+        return e
+    raise AssertionError("expected HTTP %d, got success" % status)
+
+
+def control(method, path, body=None):
+    r = requests.request(method, CONTROL + path, json=body, verify=CA, timeout=30)
+    assert r.status_code < 300, (r.status_code, r.text)
+    return r
+
+
+@check("create_device_with_sas and get_device")
+def _():
+    d = rm.create_device_with_sas(dev("sas"), KEY1, KEY2, "enabled")
+    assert d.device_id == dev("sas")
+    assert d.status == "enabled"
+    assert d.authentication.type == "sas"
+    assert d.authentication.symmetric_key.primary_key == KEY1
+    assert d.connection_state == "Disconnected"
+    assert d.cloud_to_device_message_count == 0
+    assert d.capabilities.iot_edge is False
+    got = rm.get_device(dev("sas"))
+    assert got.etag == d.etag and got.generation_id == d.generation_id
+
+
+@check("create an existing device: 409 DeviceAlreadyExists")
+def _():
+    expect_error(lambda: rm.create_device_with_sas(dev("sas"), KEY1, KEY2, "enabled"), 409, "DeviceAlreadyExists")
+
+
+@check("update_device_with_sas: stale etag 412, then current etag and '*'")
+def _():
+    expect_error(
+        lambda: rm.update_device_with_sas(dev("sas"), "c3RhbGU=", KEY1, KEY2, "disabled"), 412, "PreconditionFailed"
+    )
+    current = rm.get_device(dev("sas")).etag
+    d = rm.update_device_with_sas(dev("sas"), current, KEY2, KEY1, "disabled", status_reason="maintenance")
+    assert d.status == "disabled" and d.status_reason == "maintenance"
+    assert d.authentication.symmetric_key.primary_key == KEY2
+    assert d.etag != current
+    d = rm.update_device_with_sas(dev("sas"), None, KEY1, KEY2, "enabled")
+    assert d.status == "enabled"
+
+
+@check("create_device_with_x509 and update_device_with_x509")
+def _():
+    d = rm.create_device_with_x509(dev("x509"), THUMB1, THUMB2, "enabled")
+    assert d.authentication.type == "selfSigned"
+    assert d.authentication.x509_thumbprint.primary_thumbprint == THUMB1
+    d = rm.update_device_with_x509(dev("x509"), d.etag, THUMB2, THUMB1, "enabled")
+    assert d.authentication.x509_thumbprint.primary_thumbprint == THUMB2
+
+
+@check("create_device_with_certificate_authority and update (edge, scopes)")
+def _():
+    d = rm.create_device_with_certificate_authority(dev("ca"), "enabled", iot_edge=True)
+    assert d.authentication.type == "certificateAuthority"
+    assert d.capabilities.iot_edge is True
+    assert d.device_scope.startswith("ms-azure-iot-edge://")
+    child = rm.create_device_with_certificate_authority(
+        dev("child"), "enabled", device_scope=d.device_scope, parent_scopes=d.device_scope
+    )
+    assert child.parent_scopes == [d.device_scope]
+    d = rm.update_device_with_certificate_authority(dev("ca"), None, "disabled", iot_edge=True)
+    assert d.status == "disabled"
+
+
+@check("get_devices with and without a maximum")
+def _():
+    assert len(rm.get_devices(max_number_of_devices=2)) == 2
+    ids = {d.device_id for d in rm.get_devices()}
+    assert {dev("sas"), dev("x509"), dev("ca"), dev("child")} <= ids
+
+
+@check("get_device of a missing device: 404 DeviceNotFound")
+def _():
+    e = expect_error(lambda: rm.get_device(dev("missing")), 404, "DeviceNotFound")
+    assert json.loads(e.response.text)["Message"].startswith("ErrorCode:DeviceNotFound;")
+
+
+@check("modules: create with sas, x509 and CA, get, list, update, conflict, delete")
+def _():
+    m = rm.create_module_with_sas(dev("sas"), "m-sas", "owner", KEY1, KEY2)
+    assert m.module_id == "m-sas" and m.managed_by == "owner"
+    m2 = rm.create_module_with_x509(dev("sas"), "m-x509", None, THUMB1, THUMB2)
+    assert m2.authentication.type == "selfSigned"
+    m3 = rm.create_module_with_certificate_authority(dev("sas"), "m-ca", None)
+    assert m3.authentication.type == "certificateAuthority"
+    assert rm.get_module(dev("sas"), "m-sas").etag == m.etag
+    assert sorted(x.module_id for x in rm.get_modules(dev("sas"))) == ["m-ca", "m-sas", "m-x509"]
+    expect_error(lambda: rm.create_module_with_sas(dev("sas"), "m-sas", None, KEY1, KEY2), 409,
+                 "ModuleAlreadyExistsOnDevice")
+    expect_error(lambda: rm.update_module_with_sas(dev("sas"), "m-sas", None, "c3RhbGU=", KEY1, KEY2), 412)
+    u = rm.update_module_with_sas(dev("sas"), "m-sas", "other", m.etag, KEY2, KEY1)
+    assert u.managed_by == "other" and u.authentication.symmetric_key.primary_key == KEY2
+    u = rm.update_module_with_x509(dev("sas"), "m-x509", None, None, THUMB2, THUMB1)
+    assert u.authentication.x509_thumbprint.primary_thumbprint == THUMB2
+    u = rm.update_module_with_certificate_authority(dev("sas"), "m-ca", "ca-owner", m3.etag)
+    assert u.managed_by == "ca-owner"
+    rm.delete_module(dev("sas"), "m-x509")
+    rm.delete_module(dev("sas"), "m-ca", etag=u.etag)
+    expect_error(lambda: rm.get_module(dev("sas"), "m-x509"), 404, "ModuleNotFound")
+    edge_modules = sorted(x.module_id for x in rm.get_modules(dev("ca")))
+    assert edge_modules == ["$edgeAgent", "$edgeHub"], edge_modules
+
+
+@check("twins: get, update with etags, replace")
+def _():
+    t = rm.get_twin(dev("sas"))
+    assert t.device_id == dev("sas") and t.version == 1
+    patch = Twin(tags={"team": "py", "n": 1}, properties=TwinProperties(desired={"rate": 5}))
+    t2 = rm.update_twin(dev("sas"), patch, t.etag)
+    assert t2.tags == {"team": "py", "n": 1}
+    assert t2.properties.desired["rate"] == 5 and t2.properties.desired["$version"] == 2
+    expect_error(lambda: rm.update_twin(dev("sas"), patch, t.etag), 412, "PreconditionFailed")
+    t3 = rm.update_twin(dev("sas"), Twin(tags={"n": None}))
+    assert t3.tags == {"team": "py"}
+    t4 = rm.replace_twin(dev("sas"), Twin(tags={"team": "py"}, properties=TwinProperties(desired={"mode": "eco"})))
+    assert "rate" not in t4.properties.desired and t4.properties.desired["mode"] == "eco"
+    assert t4.version == 4
+
+
+@check("module twins: get, update, replace")
+def _():
+    t = rm.get_module_twin(dev("sas"), "m-sas")
+    assert t.module_id == "m-sas"
+    t2 = rm.update_module_twin(dev("sas"), "m-sas", Twin(properties=TwinProperties(desired={"a": 1})), t.etag)
+    assert t2.properties.desired["a"] == 1
+    expect_error(lambda: rm.update_module_twin(dev("sas"), "m-sas", Twin(tags={"x": 1}), t.etag), 412)
+    t3 = rm.replace_module_twin(dev("sas"), "m-sas", Twin(tags={"k": "v"}))
+    assert t3.tags == {"k": "v"} and "a" not in t3.properties.desired
+
+
+@check("reported properties from the device appear in the twin")
+def _():
+    control("PATCH", "/devices/%s/reported" % dev("sas"), {"temp": 21.5})
+    t = rm.get_twin(dev("sas"))
+    assert t.properties.reported["temp"] == 21.5
+
+
+@check("query_iot_hub: paging with continuation tokens, projections, COUNT")
+def _():
+    for i in range(5):
+        rm.create_device_with_sas(dev("q%d" % i), KEY1, KEY2, "enabled")
+        rm.update_twin(dev("q%d" % i), Twin(tags={"batch": RUN, "i": i}))
+    spec = QuerySpecification(query="SELECT * FROM devices WHERE tags.batch = '%s'" % RUN)
+    seen, token, pages = [], None, 0
+    while True:
+        page = rm.query_iot_hub(spec, token, 2)
+        pages += 1
+        assert page.type == "twin", page.type
+        seen += [t.device_id for t in page.items]
+        token = page.continuation_token
+        if token is None:
+            break
+    assert seen == [dev("q%d" % i) for i in range(5)], seen
+    assert pages == 3
+    count = rm.query_iot_hub(QuerySpecification(query="SELECT COUNT() AS n FROM devices WHERE tags.batch = '%s'" % RUN))
+    assert count.items[0].additional_properties["n"] == 5
+    e = expect_error(lambda: rm.query_iot_hub(QuerySpecification(query="SELECT * FROM")), 400)
+    assert "ErrorCode:" in e.response.text
+
+
+@check("statistics: registry and service")
+def _():
+    stats = rm.get_device_registry_statistics()
+    assert stats.total_device_count >= 9
+    assert stats.enabled_device_count + stats.disabled_device_count == stats.total_device_count
+    before = rm.get_service_statistics().connected_device_count
+    control("POST", "/devices/%s/connect" % dev("sas"))
+    assert rm.get_service_statistics().connected_device_count == before + 1
+
+
+@check("invoke_device_method: offline 404103, answered, slow 504101")
+def _():
+    e = expect_error(
+        lambda: rm.invoke_device_method(dev("x509"), CloudToDeviceMethod(method_name="reboot")), 404, "DeviceNotOnline"
+    )
+    assert json.loads(json.loads(e.response.text)["Message"])["errorCode"] == 404103
+    control("PUT", "/devices/%s/methods/reboot" % dev("sas"), {"status": 202, "payload": {"ok": True}})
+    control("PUT", "/devices/%s/methods/echo" % dev("sas"), {"echo": True})
+    control("PUT", "/devices/%s/methods/slow" % dev("sas"), {"delayMs": 3000})
+    r = rm.invoke_device_method(dev("sas"), CloudToDeviceMethod(method_name="reboot", payload={"in": 1}))
+    assert r.status == 202 and r.payload == {"ok": True}
+    r = rm.invoke_device_method(dev("sas"), CloudToDeviceMethod(method_name="echo", payload={"in": [1, 2]}))
+    assert r.status == 200 and r.payload == {"in": [1, 2]}
+    r = rm.invoke_device_method(dev("sas"), CloudToDeviceMethod(method_name="echo"))
+    assert r.payload == ""  # the SDK sends "" when there is no payload
+    start = time.time()
+    e = expect_error(
+        lambda: rm.invoke_device_method(
+            dev("sas"), CloudToDeviceMethod(method_name="slow", response_timeout_in_seconds=1)
+        ),
+        504,
+        "GatewayTimeout",
+    )
+    assert json.loads(json.loads(e.response.text)["Message"])["errorCode"] == 504101
+    assert time.time() - start < 2.9
+
+
+@check("invoke_device_module_method")
+def _():
+    expect_error(
+        lambda: rm.invoke_device_module_method(dev("sas"), "m-sas", CloudToDeviceMethod(method_name="m")), 404,
+        "DeviceNotOnline",
+    )
+    control("POST", "/devices/%s/modules/m-sas/connect" % dev("sas"))
+    control("PUT", "/devices/%s/modules/m-sas/methods/m" % dev("sas"), {"payload": "module says hi"})
+    r = rm.invoke_device_module_method(dev("sas"), "m-sas", CloudToDeviceMethod(method_name="m", payload=1))
+    assert r.status == 200 and r.payload == "module says hi"
+
+
+@check("bulk_create_or_update_devices: success, partial failure returned as a result, delete")
+def _():
+    def entry(name, mode):
+        return ExportImportDevice(
+            id=dev(name),
+            import_mode=mode,
+            status="enabled",
+            authentication=AuthenticationMechanism(
+                type="sas", symmetric_key=SymmetricKey(primary_key=KEY1, secondary_key=KEY2)
+            ),
+        )
+
+    r = rm.bulk_create_or_update_devices([entry("b1", "create"), entry("b2", "create")])
+    assert r.is_successful is True and r.errors == [] and r.warnings == []
+    r = rm.bulk_create_or_update_devices([entry("b1", "create"), entry("b3", "create")])
+    assert r.is_successful is False
+    assert [(e.device_id, e.error_code) for e in r.errors] == [(dev("b1"), "DeviceAlreadyExists")]
+    assert rm.get_device(dev("b3")).device_id == dev("b3")
+    r = rm.bulk_create_or_update_devices([entry("b1", "delete"), entry("b2", "delete"), entry("b3", "delete")])
+    assert r.is_successful is True
+    expect_error(lambda: rm.get_device(dev("b2")), 404, "DeviceNotFound")
+
+
+@check("delete_device: stale etag 412, then deleted")
+def _():
+    expect_error(lambda: rm.delete_device(dev("x509"), etag="c3RhbGU="), 412, "PreconditionFailed")
+    rm.delete_device(dev("x509"))
+    rm.delete_device(dev("child"), etag=rm.get_device(dev("child")).etag)
+    expect_error(lambda: rm.get_device(dev("x509")), 404, "DeviceNotFound")
+    expect_error(lambda: rm.delete_device(dev("x509")), 404)
+
+
+@check("a wrong key: 401 IotHubUnauthorizedAccess")
+def _():
+    parts = dict(p.split("=", 1) for p in CS.split(";"))
+    parts["SharedAccessKey"] = KEY2
+    bad = IoTHubRegistryManager.from_connection_string(";".join("%s=%s" % kv for kv in parts.items()))
+    expect_error(lambda: bad.get_devices(), 401, "IotHubUnauthorizedAccess")
+
+
+passed = sum(1 for _, e in results if e is None)
+failed = len(results) - passed
+print("python: %d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
