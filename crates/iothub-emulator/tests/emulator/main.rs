@@ -7,4 +7,5 @@ mod hub;
 mod methods;
 mod query;
 mod registry;
+mod tls;
 mod twins;
