@@ -116,11 +116,77 @@ fn run(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
                 Err(ServiceError::not_found("No such method handler"))
             }
         }
+        (Method::POST, ["devices", id, "messages", "receive"]) => Ok(receive(shared, id, None)),
+        (Method::POST, ["devices", id, "modules", mid, "messages", "receive"]) => {
+            Ok(receive(shared, id, Some(mid)))
+        }
+        (Method::POST, ["messages", lock, action @ ("complete" | "reject" | "abandon")]) => {
+            let settled = match *action {
+                "complete" => shared.c2d.complete(lock),
+                "reject" => shared.c2d.reject(lock),
+                _ => shared.c2d.abandon(lock),
+            };
+            if settled {
+                Ok(Answer::empty(204))
+            } else {
+                Err(ServiceError::not_found("No message is locked with this token"))
+            }
+        }
+        (Method::GET, ["c2d"]) => Ok(Answer::json(200, json!(shared.c2d.accepted()))),
+        (Method::DELETE, ["c2d"]) => {
+            shared.c2d.clear_accepted();
+            Ok(Answer::empty(204))
+        }
+        (Method::POST, ["devices", id, "files"]) => {
+            let upload: FileUpload = body(req)?;
+            shared.file_uploaded(id, &upload.blob_name, upload.blob_size_in_bytes)?;
+            Ok(Answer::empty(204))
+        }
         _ => Err(ServiceError::not_found("Unknown control path")),
     }
 }
 
+/// A device's finished upload, as the control API takes it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileUpload {
+    blob_name: String,
+    #[serde(default)]
+    blob_size_in_bytes: u64,
+}
+
+fn receive(shared: &Shared, id: &str, mid: Option<&str>) -> Answer {
+    match shared.c2d.receive(id, mid) {
+        Some(received) => Answer::json(200, json!(received)),
+        None => Answer::empty(204),
+    }
+}
+
 impl Shared {
+    /// Queues the file-upload notification the service sends when a device finishes an
+    /// upload.
+    pub(crate) fn file_uploaded(
+        &self,
+        id: &str,
+        blob_name: &str,
+        size: u64,
+    ) -> Result<(), ServiceError> {
+        if !self.store.read().contains_key(id) {
+            return Err(ServiceError::device_not_found(id));
+        }
+        let now = crate::errors::service_time(chrono::Utc::now());
+        let blob = format!("{id}/{blob_name}");
+        self.c2d.notify_file_upload(json!({
+            "deviceId": id,
+            "blobUri": format!("https://{}.blob.core.windows.net/fileupload/{blob}", self.hub_name),
+            "blobName": blob,
+            "lastUpdatedTime": now,
+            "blobSizeInBytes": size,
+            "enqueuedTimeUtc": now,
+        }));
+        Ok(())
+    }
+
     /// A device or module connecting (`true`) or disconnecting.
     pub(crate) fn set_connected(
         &self,

@@ -25,6 +25,7 @@
 //! The binary `iothub-emulator` runs the same thing from the command line (`--help`).
 
 mod auth;
+mod c2d;
 mod config;
 mod control;
 mod errors;
@@ -50,6 +51,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use auth::{Permission, SharedAccessPolicy};
+pub use c2d::{
+    C2dMessage, DEFAULT_TTL, LOCK_TIMEOUT, MAX_DELIVERY_COUNT, MAX_MESSAGE_BYTES, MAX_QUEUE_DEPTH,
+    ReceivedC2d,
+};
 pub use config::{Config, TlsConfig};
 pub use faults::{FaultConfig, FaultStats, Tier};
 pub use log::RequestLogEntry;
@@ -120,6 +125,7 @@ pub(crate) struct Shared {
     pub(crate) log: log::RequestLog,
     pub(crate) faults: faults::Faults,
     pub(crate) methods: methods::Methods,
+    pub(crate) c2d: c2d::C2d,
     pub(crate) hub_name: String,
     pub(crate) host_name: String,
 }
@@ -309,11 +315,13 @@ impl Emulator {
             log: log::RequestLog::new(config.request_log_capacity),
             faults: faults::Faults::new(config.faults.clone()),
             methods: methods::Methods::default(),
+            c2d: c2d::C2d::default(),
             hub_name: config.hub_name.clone(),
             host_name: host.clone(),
         });
         let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(http::serve(listener, tls_acceptor, shared.clone(), rx));
+        let task = tokio::spawn(http::serve(listener, tls_acceptor, shared.clone(), rx.clone()));
+        tokio::spawn(sweep(shared.clone(), rx));
         tracing::info!(%addr, %host, "iothub-emulator listening");
         Ok(Self {
             shared,
@@ -464,6 +472,56 @@ impl Emulator {
         self.shared.faults.stats()
     }
 
+    /// Every cloud-to-device message the hub accepted, oldest first, as it received them.
+    pub fn c2d_messages(&self) -> Vec<C2dMessage> {
+        self.shared.c2d.accepted()
+    }
+
+    /// Empties the record returned by [`Emulator::c2d_messages`] (queues are unaffected).
+    pub fn clear_c2d_messages(&self) {
+        self.shared.c2d.clear_accepted();
+    }
+
+    /// Messages waiting for a device (or module), locked ones included.
+    pub fn c2d_pending(&self, device_id: &str, module_id: Option<&str>) -> usize {
+        self.shared.c2d.pending(device_id, module_id)
+    }
+
+    /// The device (or module) takes its next message; settle it with
+    /// [`Emulator::complete_c2d`], [`Emulator::reject_c2d`] or [`Emulator::abandon_c2d`].
+    pub fn receive_c2d(&self, device_id: &str, module_id: Option<&str>) -> Option<ReceivedC2d> {
+        self.shared.c2d.receive(device_id, module_id)
+    }
+
+    /// Completes a received message; false if the lock is unknown or expired.
+    pub fn complete_c2d(&self, lock_token: &str) -> bool {
+        self.shared.c2d.complete(lock_token)
+    }
+
+    /// Rejects a received message (dead-letters it).
+    pub fn reject_c2d(&self, lock_token: &str) -> bool {
+        self.shared.c2d.reject(lock_token)
+    }
+
+    /// Abandons a received message: it is delivered again, up to the delivery count.
+    pub fn abandon_c2d(&self, lock_token: &str) -> bool {
+        self.shared.c2d.abandon(lock_token)
+    }
+
+    /// A device finished uploading `blob_name`: the hub queues a file-upload notification.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] when the device does not exist.
+    pub fn notify_file_upload(
+        &self,
+        device_id: &str,
+        blob_name: &str,
+        size: u64,
+    ) -> Result<(), Error> {
+        Ok(self.shared.file_uploaded(device_id, blob_name, size)?)
+    }
+
     /// Stops serving, closes every connection and waits for the server task.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
@@ -476,6 +534,18 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+    }
+}
+
+/// Expires cloud-to-device messages and locks on time, so that feedback for expiry is
+/// produced even when nobody looks at the queue.
+async fn sweep(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.c2d.sweep(),
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

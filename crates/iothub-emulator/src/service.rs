@@ -200,7 +200,7 @@ pub(crate) async fn handle(
             let entry = devices
                 .get(&id)
                 .ok_or_else(|| ServiceError::device_not_found(&id))?;
-            Ok(Answer::json(200, to_json(&entry.device))
+            Ok(Answer::json(200, device_json(shared, &entry.device))
                 .with_headers(quoted(entry.device.etag.as_deref())))
         }
         Route::PutDevice(id) => {
@@ -215,6 +215,7 @@ pub(crate) async fn handle(
             tx.delete_device(&id, &if_match(req))?;
             tx.commit()?;
             shared.methods.forget(&id);
+            shared.c2d.forget(&id);
             Ok(Answer::empty(204))
         }
         Route::ListModules(id) => {
@@ -250,9 +251,10 @@ pub(crate) async fn handle(
             Ok(Answer::empty(204))
         }
         Route::Purge(id) => {
-            let mut tx = shared.store.begin();
-            let purged = tx.purge_queue(&id)?;
-            tx.commit()?;
+            if !shared.store.read().contains_key(&id) {
+                return Err(ServiceError::device_not_found(&id));
+            }
+            let purged = i32::try_from(shared.c2d.purge(&id)).unwrap_or(i32::MAX);
             let result = wire::PurgeMessageQueueResult {
                 device_id: Some(id),
                 module_id: None,
@@ -266,7 +268,7 @@ pub(crate) async fn handle(
                 .get(&id)
                 .ok_or_else(|| ServiceError::device_not_found(&id))?;
             check_module(entry, &id, mid.as_deref())?;
-            Ok(Answer::json(200, render_twin(entry, mid.as_deref())))
+            Ok(Answer::json(200, twin_json(shared, entry, mid.as_deref())))
         }
         Route::UpdateTwin(id, mid, replace) => {
             let change = TwinChange::from_body(&json_body(req)?)?;
@@ -304,6 +306,22 @@ pub(crate) async fn handle(
             Ok(Answer::json(200, to_json(&stats)))
         }
     }
+}
+
+/// A device as the service shows it, with its live cloud-to-device queue length.
+fn device_json(shared: &Shared, device: &wire::Device) -> Value {
+    let mut json = to_json(device);
+    let id = device.device_id.as_deref().unwrap_or_default();
+    json["cloudToDeviceMessageCount"] = Value::from(shared.c2d.pending(id, None));
+    json
+}
+
+/// A twin document with the live cloud-to-device queue length.
+fn twin_json(shared: &Shared, entry: &DeviceEntry, mid: Option<&str>) -> Value {
+    let mut doc = render_twin(entry, mid);
+    let id = entry.device.device_id.as_deref().unwrap_or_default();
+    doc["cloudToDeviceMessageCount"] = Value::from(shared.c2d.pending(id, mid));
+    doc
 }
 
 fn count(n: usize) -> i64 {
@@ -539,7 +557,7 @@ fn query(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
     let source = query.source();
     let (rows, next) = if query.is_aggregate() {
         let mut docs = Vec::new();
-        scan(&devices, source, None, |_, doc| {
+        scan(shared, &devices, source, None, |_, doc| {
             docs.push(doc);
             true
         });
@@ -562,7 +580,7 @@ fn query(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
         let mut last = None;
         let mut more = false;
         if want > 0 {
-            scan(&devices, source, cont.after.as_deref(), |key, doc| {
+            scan(shared, &devices, source, cont.after.as_deref(), |key, doc| {
                 if !query.matches(&doc) {
                     return true;
                 }
@@ -594,6 +612,7 @@ fn query(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
 
 /// Visits twin documents in key order after `after`; `visit` returns false to stop.
 fn scan(
+    shared: &Shared,
     devices: &std::collections::BTreeMap<String, DeviceEntry>,
     source: Source,
     after: Option<&str>,
@@ -614,7 +633,7 @@ fn scan(
     for (id, entry) in devices.range::<String, _>((start, Bound::Unbounded)) {
         match source {
             Source::Devices => {
-                if !visit(id.clone(), render_twin(entry, None)) {
+                if !visit(id.clone(), twin_json(shared, entry, None)) {
                     return;
                 }
             }
@@ -624,7 +643,7 @@ fn scan(
                     if same && after_module.is_some_and(|a| mid.as_str() <= a) {
                         continue;
                     }
-                    if !visit(format!("{id}/{mid}"), render_twin(entry, Some(mid))) {
+                    if !visit(format!("{id}/{mid}"), twin_json(shared, entry, Some(mid))) {
                         return;
                     }
                 }

@@ -415,14 +415,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// DELETE /devices/{id}/commands: empties the device's cloud-to-device queue.
-    pub(crate) fn purge_queue(&mut self, id: &str) -> Result<i32, ServiceError> {
-        let entry = self.device_mut(id)?;
-        let purged = entry.device.cloud_to_device_message_count.unwrap_or(0);
-        entry.device.cloud_to_device_message_count = Some(0);
-        Ok(purged)
-    }
-
     /// Bulk: creates a device from an import entry (importMode create).
     pub(crate) fn bulk_create(&mut self, e: &wire::ExportImportDevice) -> Result<(), ServiceError> {
         let id = e.id.as_deref().unwrap_or_default();
