@@ -3,7 +3,7 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use progenitor_client::{ClientHooks, ClientInfo, Error, OperationInfo};
-use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use crate::{Client, ClientContext};
 
@@ -33,6 +33,12 @@ impl ClientHooks<ClientContext> for Client {
             .query_pairs_mut()
             .append_pair("api-version", context.api_version());
         request.headers_mut().remove(API_VERSION_HEADER);
+        // Operations without a response body (DELETE) get no Accept from the generated code,
+        // and reqwest would send `*/*`; the reference sends application/json on every call.
+        request
+            .headers_mut()
+            .entry(ACCEPT)
+            .or_insert(HeaderValue::from_static("application/json"));
 
         let authorization = context
             .credential()
