@@ -237,7 +237,14 @@ impl C2d {
             message: item.message.clone(),
         };
         let until = now + LOCK_TIMEOUT;
-        state.locked.insert(lock_token, Locked { target, item, until });
+        state.locked.insert(
+            lock_token,
+            Locked {
+                target,
+                item,
+                until,
+            },
+        );
         Some(received)
     }
 
@@ -427,7 +434,11 @@ fn requeue(c2d: &C2d, state: &mut State, locked: Locked) {
 
 fn pending_in(state: &State, target: &Target) -> usize {
     state.queues.get(target).map_or(0, VecDeque::len)
-        + state.locked.values().filter(|l| &l.target == target).count()
+        + state
+            .locked
+            .values()
+            .filter(|l| &l.target == target)
+            .count()
 }
 
 fn target_name(target: &Target) -> String {
@@ -466,12 +477,18 @@ mod tests {
         for i in 0..MAX_QUEUE_DEPTH {
             assert_eq!(c2d.enqueue(msg("d", "none"), "g".into()), Ok(i + 1));
         }
-        assert_eq!(c2d.enqueue(msg("d", "none"), "g".into()), Err(Refusal::QueueFull("d".into())));
+        assert_eq!(
+            c2d.enqueue(msg("d", "none"), "g".into()),
+            Err(Refusal::QueueFull("d".into()))
+        );
         // Another device has its own queue.
         assert!(c2d.enqueue(msg("e", "none"), "g".into()).is_ok());
         let mut big = msg("e", "none");
         big.body = vec![0; MAX_MESSAGE_BYTES + 1];
-        assert_eq!(c2d.enqueue(big, "g".into()), Err(Refusal::TooLarge(MAX_MESSAGE_BYTES + 1)));
+        assert_eq!(
+            c2d.enqueue(big, "g".into()),
+            Err(Refusal::TooLarge(MAX_MESSAGE_BYTES + 1))
+        );
         assert_eq!(c2d.purge("d"), MAX_QUEUE_DEPTH);
         assert_eq!(c2d.pending("d", None), 0);
     }
@@ -487,12 +504,21 @@ mod tests {
         let outcomes = [true, false, false, true];
         for complete in outcomes {
             let r = c2d.receive("d", None).unwrap();
-            assert!(if complete { c2d.complete(&r.lock_token) } else { c2d.reject(&r.lock_token) });
+            assert!(if complete {
+                c2d.complete(&r.lock_token)
+            } else {
+                c2d.reject(&r.lock_token)
+            });
         }
         let batch = c2d.take_feedback();
         let got: Vec<(&str, &str)> = batch
             .iter()
-            .map(|r| (r["originalMessageId"].as_str().unwrap(), r["statusCode"].as_str().unwrap()))
+            .map(|r| {
+                (
+                    r["originalMessageId"].as_str().unwrap(),
+                    r["statusCode"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(got, [("id-full", "Success"), ("id-negative", "Rejected")]);
         assert!(!c2d.complete("unknown"));
@@ -510,7 +536,10 @@ mod tests {
             assert!(c2d.abandon(&r.lock_token));
         }
         assert!(c2d.receive("d", None).is_none());
-        assert_eq!(c2d.take_feedback()[0]["statusCode"], "DeliveryCountExceeded");
+        assert_eq!(
+            c2d.take_feedback()[0]["statusCode"],
+            "DeliveryCountExceeded"
+        );
     }
 
     #[test]

@@ -120,7 +120,14 @@ fn run(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
         (Method::POST, ["devices", id, "modules", mid, "messages", "receive"]) => {
             Ok(receive(shared, id, Some(mid)))
         }
-        (Method::POST, ["messages", lock, action @ ("complete" | "reject" | "abandon")]) => {
+        (
+            Method::POST,
+            [
+                "messages",
+                lock,
+                action @ ("complete" | "reject" | "abandon"),
+            ],
+        ) => {
             let settled = match *action {
                 "complete" => shared.c2d.complete(lock),
                 "reject" => shared.c2d.reject(lock),
@@ -129,7 +136,9 @@ fn run(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
             if settled {
                 Ok(Answer::empty(204))
             } else {
-                Err(ServiceError::not_found("No message is locked with this token"))
+                Err(ServiceError::not_found(
+                    "No message is locked with this token",
+                ))
             }
         }
         (Method::GET, ["c2d"]) => Ok(Answer::json(200, json!(shared.c2d.accepted()))),

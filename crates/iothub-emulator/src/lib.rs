@@ -320,7 +320,12 @@ impl Emulator {
             host_name: host.clone(),
         });
         let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(http::serve(listener, tls_acceptor, shared.clone(), rx.clone()));
+        let task = tokio::spawn(http::serve(
+            listener,
+            tls_acceptor,
+            shared.clone(),
+            rx.clone(),
+        ));
         tokio::spawn(sweep(shared.clone(), rx));
         tracing::info!(%addr, %host, "iothub-emulator listening");
         Ok(Self {

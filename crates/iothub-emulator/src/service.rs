@@ -580,18 +580,24 @@ fn query(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
         let mut last = None;
         let mut more = false;
         if want > 0 {
-            scan(shared, &devices, source, cont.after.as_deref(), |key, doc| {
-                if !query.matches(&doc) {
-                    return true;
-                }
-                if rows.len() == want {
-                    more = true;
-                    return false;
-                }
-                rows.push(query.project(&doc));
-                last = Some(key);
-                true
-            });
+            scan(
+                shared,
+                &devices,
+                source,
+                cont.after.as_deref(),
+                |key, doc| {
+                    if !query.matches(&doc) {
+                        return true;
+                    }
+                    if rows.len() == want {
+                        more = true;
+                        return false;
+                    }
+                    rows.push(query.project(&doc));
+                    last = Some(key);
+                    true
+                },
+            );
         }
         let done = cont.done + rows.len();
         let more = more && limit.is_none_or(|l| rows.len() < l);
