@@ -672,7 +672,7 @@ async fn invoke(
         .ok_or_else(|| ServiceError::argument_null("methodName is required"))?;
     let response_timeout = match call.response_timeout_in_seconds {
         None | Some(0) => 30,
-        Some(t @ 1..=300) => u64::try_from(t).unwrap_or(30),
+        Some(t @ 5..=300) => u64::try_from(t).unwrap_or(30),
         Some(t) => {
             return Err(ServiceError::argument_invalid(format!(
                 "responseTimeoutInSeconds must be between 5 and 300; it was {t}"

@@ -43,19 +43,28 @@ async fn offline_online_echo_fixed_and_timeouts() {
     let r = call(json!({"methodName": "other", "payload": {"x": [1, 2]}})).await;
     assert_eq!(r.body, json!({"status": 200, "payload": {"x": [1, 2]}}));
 
+    // The service's smallest response timeout is 5 s: the device takes 6.
     hub.emu
-        .set_method_response("dev", None, "slow", MethodResponse::echo().delayed(1_500));
+        .set_method_response("dev", None, "slow", MethodResponse::echo().delayed(6_000));
+    hub.emu
+        .set_method_response("dev", None, "quick", MethodResponse::echo().delayed(200));
     let started = Instant::now();
-    let r = call(json!({"methodName": "slow", "responseTimeoutInSeconds": 1})).await;
+    let r = call(json!({"methodName": "slow", "responseTimeoutInSeconds": 5})).await;
     assert_eq!((r.status, r.error_code().as_str()), (504, "GatewayTimeout"));
     assert_eq!(nested(&r)["errorCode"], 504101);
+    let elapsed = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_millis(1_450),
-        "answered at the timeout, not after the delay"
+        elapsed >= Duration::from_secs(5) && elapsed < Duration::from_millis(5_900),
+        "answered at the timeout, not after the delay: {elapsed:?}"
     );
-    let r = call(json!({"methodName": "slow", "responseTimeoutInSeconds": 5, "payload": 1})).await;
+    let r = call(json!({"methodName": "quick", "responseTimeoutInSeconds": 5, "payload": 1})).await;
     assert_eq!(r.body, json!({"status": 200, "payload": 1}));
-
+    assert_eq!(
+        call(json!({"methodName": "x", "responseTimeoutInSeconds": 4}))
+            .await
+            .status,
+        400
+    );
     assert_eq!(
         call(json!({"methodName": "x", "responseTimeoutInSeconds": 301}))
             .await
