@@ -97,7 +97,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             bearer_token: None,
             faults: FaultConfig::default(),
-            request_log_capacity: 10_000,
+            request_log_capacity: 1_000,
         }
     }
 }
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(config.effective_host_name(), "127.0.0.2");
         assert!(config.tls.enabled);
         assert_eq!(config.faults.throttle_rate, 0.5);
-        assert_eq!(config.request_log_capacity, 10_000);
+        assert_eq!(config.request_log_capacity, 1_000);
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         assert_eq!(Config::default().effective_host_name(), "localhost");
     }

@@ -202,7 +202,7 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How many service requests the request log keeps (default 10,000).
+    /// How many service requests the request log keeps (default 1,000; bodies are kept whole, so a long log of bulk calls is large).
     pub fn request_log_capacity(mut self, capacity: usize) -> Self {
         self.config.request_log_capacity = capacity;
         self
