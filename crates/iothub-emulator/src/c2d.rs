@@ -108,8 +108,6 @@ pub struct ReceivedC2d {
 /// Why the hub refused a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// No such device or module (`amqp:not-found`).
-    NotFound(String),
     /// 50 messages already wait (`amqp:resource-limit-exceeded`).
     QueueFull(String),
     /// The body is over 64 KB (`amqp:link:message-size-exceeded`).
@@ -398,6 +396,7 @@ impl C2d {
     }
 
     /// Feedback records waiting to be sent.
+    #[cfg(test)]
     pub(crate) fn feedback_pending(&self) -> usize {
         self.lock().feedback.len()
     }

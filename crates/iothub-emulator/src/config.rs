@@ -16,6 +16,8 @@ use crate::faults::FaultConfig;
 /// hub_name = "emulator"
 /// host_name = "localhost"
 /// bind = "127.0.0.1:8443"
+/// amqp_bind = "127.0.0.1:5671"
+/// amqp_idle_timeout_secs = 240
 /// data_dir = "./.iothub-emulator"
 ///
 /// [tls]
@@ -43,6 +45,13 @@ pub struct Config {
     pub host_name: Option<String>,
     /// Where to listen (default `127.0.0.1:0`, a free port; the binary uses 8443).
     pub bind: SocketAddr,
+    /// Where the AMQP endpoint listens (default: a free port on `bind`'s IP; the binary
+    /// uses port 5671, which the SDKs dial).
+    pub amqp_bind: Option<SocketAddr>,
+    /// AMQP connections silent this long are closed (default 240, as the hub); half of it is
+    /// advertised as the AMQP idle timeout. 0 never closes them; at most 30 days are
+    /// honoured.
+    pub amqp_idle_timeout_secs: u64,
     /// Other names the hub answers to: certificate SANs and accepted SAS audiences.
     pub extra_names: Vec<String>,
     /// Shared access policies; empty means the service's four defaults with fresh keys.
@@ -90,6 +99,8 @@ impl Default for Config {
             hub_name: "emulator".to_owned(),
             host_name: None,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            amqp_bind: None,
+            amqp_idle_timeout_secs: 240,
             extra_names: Vec::new(),
             policies: Vec::new(),
             data_dir: None,
@@ -144,6 +155,7 @@ mod tests {
             r#"
             hub_name = "h"
             bind = "127.0.0.2:443"
+            amqp_bind = "127.0.0.2:5671"
             [faults]
             throttle_rate = 0.5
             "#,
@@ -154,6 +166,8 @@ mod tests {
         assert!(config.tls.enabled);
         assert_eq!(config.faults.throttle_rate, 0.5);
         assert_eq!(config.request_log_capacity, 1_000);
+        assert_eq!(config.amqp_bind, Some("127.0.0.2:5671".parse().unwrap()));
+        assert_eq!(config.amqp_idle_timeout_secs, 240);
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         assert_eq!(Config::default().effective_host_name(), "localhost");
     }

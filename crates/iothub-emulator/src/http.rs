@@ -1,6 +1,7 @@
 //! The HTTP(S) front: accepts connections (TLS terminated here), reads requests with a
 //! size limit, and runs each through routing, SAS authentication, api-version checks,
-//! fault injection, the operation and the request log.
+//! fault injection, the operation and the request log. WebSocket upgrades for AMQP are
+//! handed to the AMQP endpoint before any of that.
 
 use std::convert::Infallible;
 use std::future::pending;
@@ -198,11 +199,11 @@ async fn connection(tcp: tokio::net::TcpStream, tls: Option<TlsAcceptor>, shared
             else {
                 return;
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! { _ = conn => {}, () = kill.notified() => {} }
         }
         None => {
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
             tokio::select! { _ = conn => {}, () = kill.notified() => {} }
         }
     }
@@ -213,6 +214,10 @@ async fn handle(
     kill: Arc<Notify>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    // AMQP over WebSockets authenticates itself (CBS) and is not a service request.
+    if crate::amqp::websocket::is_endpoint(req.uri().path()) {
+        return crate::amqp::websocket::upgrade(&shared, req);
+    }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),

@@ -22,8 +22,14 @@
 //! # }
 //! ```
 //!
+//! Cloud-to-device messages go in over AMQP 1.0 as the SDKs send them (see
+//! [`Emulator::amqp_addr`]): implicit TLS with the HTTPS certificate (or plain TCP when
+//! serving plain HTTP), and WebSockets on the HTTPS port. Feedback and file-upload
+//! notifications come back on the service's links.
+//!
 //! The binary `iothub-emulator` runs the same thing from the command line (`--help`).
 
+mod amqp;
 mod auth;
 mod c2d;
 mod config;
@@ -45,6 +51,7 @@ mod twin;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -128,6 +135,7 @@ pub(crate) struct Shared {
     pub(crate) c2d: c2d::C2d,
     pub(crate) hub_name: String,
     pub(crate) host_name: String,
+    pub(crate) amqp: amqp::Endpoint,
 }
 
 /// Builds an [`Emulator`]; every setting has a default that suits tests.
@@ -158,6 +166,23 @@ impl EmulatorBuilder {
     /// Where to listen (default `127.0.0.1:0`: a free loopback port).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.config.bind = addr;
+        self
+    }
+
+    /// Where the AMQP endpoint listens (default: a free port on the IP of
+    /// [`EmulatorBuilder::bind`]; the binary uses 5671, the port the SDKs dial).
+    pub fn amqp_bind(mut self, addr: SocketAddr) -> Self {
+        self.config.amqp_bind = Some(addr);
+        self
+    }
+
+    /// Closes AMQP connections silent this long (default 240 s, as the hub); half of it is
+    /// advertised to clients as the AMQP idle timeout, so their heartbeats keep them open.
+    /// Rounded up to whole seconds; zero never closes idle connections.
+    pub fn amqp_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.amqp_idle_timeout_secs = timeout
+            .as_secs()
+            .saturating_add(u64::from(timeout.subsec_nanos() > 0));
         self
     }
 
@@ -223,18 +248,21 @@ impl EmulatorBuilder {
 pub struct Emulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    amqp_addr: SocketAddr,
     host: String,
     https: bool,
     ca_pem: Option<String>,
     ca_path: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    amqp_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Emulator")
             .field("addr", &self.addr)
+            .field("amqp_addr", &self.amqp_addr)
             .field("host", &self.host)
             .field("https", &self.https)
             .finish_non_exhaustive()
@@ -257,7 +285,7 @@ impl Emulator {
             .transpose()?;
         let store = store::Store::open(persist)?;
 
-        let (tls_acceptor, ca_pem, ca_path) = if config.tls.enabled {
+        let (tls_acceptor, amqp_tls_acceptor, ca_pem, ca_path) = if config.tls.enabled {
             let cert_dir = config.data_dir.clone().or_else(|| config.cert_dir.clone());
             let (material, ca_path) = match (&config.tls.cert, &config.tls.key, &cert_dir) {
                 (Some(cert), Some(key), _) => (
@@ -282,13 +310,18 @@ impl Emulator {
             let server_config = material
                 .server_config(&[b"h2".as_slice(), b"http/1.1".as_slice()])
                 .map_err(|e| Error::Tls(e.to_string()))?;
+            // AMQP clients send no ALPN (or one we need not check): offer none.
+            let amqp_config = material
+                .server_config(&[])
+                .map_err(|e| Error::Tls(e.to_string()))?;
             (
                 Some(tokio_rustls::TlsAcceptor::from(server_config)),
+                Some(tokio_rustls::TlsAcceptor::from(amqp_config)),
                 Some(material.ca_pem.clone()),
                 ca_path,
             )
         } else {
-            (None, None, None)
+            (None, None, None, None)
         };
 
         let listener = tokio::net::TcpListener::bind(config.bind)
@@ -301,6 +334,21 @@ impl Emulator {
             addr: config.bind,
             source,
         })?;
+        let amqp_bind = config
+            .amqp_bind
+            .unwrap_or_else(|| SocketAddr::new(config.bind.ip(), 0));
+        let amqp_listener = tokio::net::TcpListener::bind(amqp_bind)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: amqp_bind,
+                source,
+            })?;
+        let amqp_addr = amqp_listener.local_addr().map_err(|source| Error::Bind {
+            addr: amqp_bind,
+            source,
+        })?;
+        let (amqp_endpoint, websockets) =
+            amqp::Endpoint::new(Duration::from_secs(config.amqp_idle_timeout_secs));
         let host_name = config.effective_host_name();
         let default_port = if config.tls.enabled { 443 } else { 80 };
         let host = if addr.port() == default_port {
@@ -318,6 +366,7 @@ impl Emulator {
             c2d: c2d::C2d::default(),
             hub_name: config.hub_name.clone(),
             host_name: host.clone(),
+            amqp: amqp_endpoint,
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(http::serve(
@@ -326,17 +375,26 @@ impl Emulator {
             shared.clone(),
             rx.clone(),
         ));
+        let amqp_task = tokio::spawn(amqp::serve(
+            amqp_listener,
+            amqp_tls_acceptor,
+            shared.clone(),
+            rx.clone(),
+            websockets,
+        ));
         tokio::spawn(sweep(shared.clone(), rx));
-        tracing::info!(%addr, %host, "iothub-emulator listening");
+        tracing::info!(%addr, %amqp_addr, %host, "iothub-emulator listening");
         Ok(Self {
             shared,
             addr,
+            amqp_addr,
             host,
             https: config.tls.enabled,
             ca_pem,
             ca_path,
             shutdown,
             task: Some(task),
+            amqp_task: Some(amqp_task),
         })
     }
 
@@ -373,6 +431,12 @@ impl Emulator {
     /// The socket address served.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The socket address of the AMQP endpoint (`amqps`, or plain `amqp` when serving plain
+    /// HTTP). Always present today; `None` is kept for an emulator without AMQP.
+    pub fn amqp_addr(&self) -> Option<SocketAddr> {
+        Some(self.amqp_addr)
     }
 
     /// `https://host[:port]` (or `http://` when serving plain HTTP).
@@ -531,6 +595,9 @@ impl Emulator {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.amqp_task.take() {
             let _ = task.await;
         }
     }

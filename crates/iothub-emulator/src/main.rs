@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use iothub_emulator::{Config, Emulator};
 
-/// A local Azure IoT Hub (service REST API, api-version 2021-04-12) for development and tests.
+/// A local Azure IoT Hub (service REST API, api-version 2021-04-12, and cloud-to-device
+/// messaging over AMQP) for development and tests.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -20,6 +21,12 @@ struct Args {
     /// Address to listen on [default: 127.0.0.1:8443].
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// Address of the AMQP endpoint [default: port 5671 on the --bind IP].
+    #[arg(long)]
+    amqp_bind: Option<SocketAddr>,
+    /// Close AMQP connections silent this long, in seconds; 0 never does [default: 240].
+    #[arg(long)]
+    amqp_idle_timeout_secs: Option<u64>,
     /// Host name for the connection string and certificate [default: localhost].
     #[arg(long)]
     host_name: Option<String>,
@@ -50,6 +57,9 @@ struct Args {
     latency_ms: Option<u64>,
 }
 
+/// The port AMQP clients dial.
+const AMQPS_PORT: u16 = 5671;
+
 fn default_cert_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -74,6 +84,16 @@ fn config(args: Args) -> Result<Config, String> {
     }
     if let Some(v) = args.bind {
         config.bind = v;
+    }
+    if let Some(v) = args.amqp_bind {
+        config.amqp_bind = Some(v);
+    }
+    // The SDKs always dial 5671, so the binary listens there unless told otherwise.
+    config.amqp_bind = config
+        .amqp_bind
+        .or_else(|| Some(SocketAddr::new(config.bind.ip(), AMQPS_PORT)));
+    if let Some(v) = args.amqp_idle_timeout_secs {
+        config.amqp_idle_timeout_secs = v;
     }
     if let Some(v) = args.host_name {
         config.host_name = Some(v);
@@ -126,6 +146,17 @@ async fn main() -> ExitCode {
         }
     };
     println!("IoT Hub emulator listening on {}", hub.base_url());
+    if let Some(addr) = hub.amqp_addr() {
+        let (amqp, ws) = if hub.base_url().starts_with("https") {
+            ("amqps", "wss")
+        } else {
+            ("amqp", "ws")
+        };
+        println!(
+            "AMQP endpoint: {amqp}://{addr} (WebSockets: {ws}://{}/$iothub/websocket)",
+            hub.host()
+        );
+    }
     println!("IOTHUB_CONNECTION_STRING={}", hub.connection_string());
     match hub.ca_certificate_path() {
         Some(path) => println!("CA certificate: {}", path.display()),

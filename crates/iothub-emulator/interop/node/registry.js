@@ -7,9 +7,12 @@
 
 const assert = require('assert');
 const crypto = require('crypto');
-const { Registry } = require('azure-iothub');
+const https = require('https');
+const { Client, Registry } = require('azure-iothub');
+const { Message } = require('azure-iothub/dist/common-core/message');
 
 const cs = process.env.IOTHUB_CONNECTION_STRING;
+const host = /HostName=([^;]+)/.exec(cs)[1];
 const registry = Registry.fromConnectionString(cs);
 const run = crypto.randomBytes(4).toString('hex');
 const dev = (name) => `node-${run}-${name}`;
@@ -40,6 +43,25 @@ async function expectError(promise, className, status, code) {
     return err;
   }
   throw new Error(`expected ${className}, got success`);
+}
+
+// The emulator's control API (what the device does); trusted through NODE_EXTRA_CA_CERTS.
+function control(method, path) {
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host, method, path: `/_emulator${path}` }, (res) => {
+      let body = '';
+      res.on('data', (chunk) => { body += chunk; });
+      res.on('end', () => (res.statusCode < 300 ? resolve(body ? JSON.parse(body) : null)
+        : reject(new Error(`${method} ${path}: ${res.statusCode} ${body}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// Calls a callback-style method and resolves with its first result.
+function call(fn) {
+  return new Promise((resolve, reject) => fn((err, result) => (err ? reject(err) : resolve(result))));
 }
 
 async function main() {
@@ -155,6 +177,47 @@ async function main() {
     const { responseBody: stats } = await registry.getRegistryStatistics();
     assert.ok(stats.totalDeviceCount >= 7);
     assert.strictEqual(stats.enabledDeviceCount + stats.disabledDeviceCount, stats.totalDeviceCount);
+  });
+
+  await check('Client.send, the hub\'s copy, and feedback on getFeedbackReceiver', async () => {
+    const client = Client.fromConnectionString(cs);
+    await call((done) => client.open(done));
+    try {
+      const message = new Message('hello from node');
+      message.messageId = `node-${run}`;
+      message.ack = 'full';
+      message.properties.add('region', 'south');
+      await call((done) => client.send(dev('a'), message, done));
+      const hubCopy = (await control('GET', '/c2d')).find((m) => m.deviceId === dev('a'));
+      assert.strictEqual(hubCopy.messageId, `node-${run}`);
+      assert.strictEqual(hubCopy.applicationProperties['iothub-ack'], 'full');
+      assert.strictEqual(hubCopy.applicationProperties.region, 'south');
+      assert.strictEqual(Buffer.from(hubCopy.body, 'base64').toString(), 'hello from node');
+      // The device takes the message and completes it: the hub sends Success feedback.
+      const received = await control('POST', `/devices/${encodeURIComponent(dev('a'))}/messages/receive`);
+      await control('POST', `/messages/${received.lockToken}/complete`);
+      const receiver = await call((done) => client.getFeedbackReceiver(done));
+      const records = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no feedback within 10 s')), 10000);
+        receiver.on('errorReceived', reject);
+        receiver.on('message', (msg) => {
+          clearTimeout(timer);
+          receiver.complete(msg, () => resolve(JSON.parse(msg.data.toString())));
+        });
+      });
+      const record = records.find((r) => r.originalMessageId === `node-${run}`);
+      assert.ok(record, JSON.stringify(records));
+      assert.strictEqual(record.statusCode, 'Success');
+      assert.strictEqual(record.deviceId, dev('a'));
+      try {
+        await call((done) => client.send(dev('nobody'), new Message('x'), done));
+        throw new Error('sending to an unknown device succeeded');
+      } catch (err) {
+        assert.strictEqual(err.constructor.name, 'DeviceNotFoundError', String(err));
+      }
+    } finally {
+      await call((done) => client.close(done)).catch(() => {});
+    }
   });
 
   await check('delete, and delete of a missing device', async () => {

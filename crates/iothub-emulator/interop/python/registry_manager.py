@@ -1,11 +1,14 @@
 """Every REST method of the official Python IoTHubRegistryManager (azure-iot-hub 2.7.0),
 unmodified, against the iothub-emulator, with the values and failures the service gives.
 
-Environment: IOTHUB_CONNECTION_STRING (the emulator's iothubowner connection string) and
-REQUESTS_CA_BUNDLE (the emulator's CA). Prints one line per check and then
-"python: N passed, M failed"; exits non-zero on any failure.
+Environment: IOTHUB_CONNECTION_STRING (the emulator's iothubowner connection string),
+REQUESTS_CA_BUNDLE (the emulator's CA, for HTTPS) and AMQP_CA_BUNDLE (the same CA, for the
+cloud-to-device AMQP connection on port 5671: uamqp reads only certifi's bundle, so the
+script points certifi.where at it; the SDK itself is unmodified). Prints one line per check
+and then "python: N passed, M failed"; exits non-zero on any failure.
 """
 
+import base64
 import json
 import os
 import sys
@@ -13,9 +16,14 @@ import time
 import traceback
 import uuid
 
+import certifi
 import requests
-from azure.iot.hub import IoTHubRegistryManager
-from azure.iot.hub.models import (
+
+# uamqp trusts only certifi's bundle (python-sdk.md §8): point it at the emulator's CA.
+certifi.where = lambda: os.environ["AMQP_CA_BUNDLE"]
+
+from azure.iot.hub import IoTHubRegistryManager  # noqa: E402
+from azure.iot.hub.models import (  # noqa: E402
     AuthenticationMechanism,
     CloudToDeviceMethod,
     ExportImportDevice,
@@ -24,7 +32,7 @@ from azure.iot.hub.models import (
     Twin,
     TwinProperties,
 )
-from msrest.exceptions import HttpOperationError
+from msrest.exceptions import HttpOperationError  # noqa: E402
 
 CS = os.environ["IOTHUB_CONNECTION_STRING"]
 CA = os.environ["REQUESTS_CA_BUNDLE"]
@@ -298,6 +306,45 @@ def _():
     r = rm.bulk_create_or_update_devices([entry("b1", "delete"), entry("b2", "delete"), entry("b3", "delete")])
     assert r.is_successful is True
     expect_error(lambda: rm.get_device(dev("b2")), 404, "DeviceNotFound")
+
+
+@check("send_c2d_message: the reference's property mapping, as the hub received it")
+def _():
+    expiry = int((time.time() + 600) * 1000)
+    props = {
+        "messageId": "py-msg-%s" % RUN,
+        "correlationId": "py-corr",
+        "contentType": "application/json",
+        "contentEncoding": "utf-8",
+        "expiryTimeUtc": expiry,
+        "iothub-ack": "full",
+        "region": "north",
+    }
+    rm.send_c2d_message(dev("sas"), '{"hello": "device"}', properties=props)
+    rm.send_c2d_message(dev("sas"), b"second, no properties")
+    got = [m for m in requests.get(CONTROL + "/c2d", verify=CA, timeout=30).json() if m["deviceId"] == dev("sas")]
+    assert len(got) == 2, got
+    m = got[0]
+    assert m["messageId"] == props["messageId"]
+    assert m["correlationId"] == "py-corr"
+    assert m["contentType"] == "application/json" and m["contentEncoding"] == "utf-8"
+    assert m["absoluteExpiryTime"] == expiry
+    assert m["to"] == "/devices/%s/messages/devicebound" % dev("sas")
+    assert m["applicationProperties"] == {"iothub-ack": "full", "region": "north"}, m["applicationProperties"]
+    assert base64.b64decode(m["body"]) == b'{"hello": "device"}'
+    # Without a messageId the SDK makes a UUID.
+    assert uuid.UUID(got[1]["messageId"]) and base64.b64decode(got[1]["body"]) == b"second, no properties"
+    assert rm.get_device(dev("sas")).cloud_to_device_message_count == 2
+
+
+@check("send_c2d_message to an unknown device fails")
+def _():
+    try:
+        rm.send_c2d_message(dev("nobody"), "x")
+    except Exception as e:  # noqa: BLE001 - the SDK raises a bare Exception
+        assert "C2D message send failure" in str(e), repr(e)
+        return
+    raise AssertionError("expected a send failure")
 
 
 @check("delete_device: stale etag 412, then deleted")

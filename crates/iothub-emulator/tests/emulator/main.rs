@@ -1,5 +1,6 @@
 //! End-to-end tests of the emulator over HTTPS, as a client of the service sees it.
 
+mod amqp;
 mod auth;
 mod durability;
 mod faults;

@@ -1,0 +1,114 @@
+//! Implicit TLS, done here rather than by fe2o3-amqp, whose TLS first sends the AMQP TLS
+//! protocol header (`AMQP 2 1 0 0`) that Azure never expects.
+//!
+//! rustls with the aws-lc-rs provider, as in the rest of the workspace; trust is the Mozilla
+//! roots of `webpki-roots` plus any roots the user adds (an emulator's CA, a corporate
+//! TLS-inspecting proxy's CA).
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::error::{Error, Result};
+
+/// Parses every certificate in a PEM document.
+pub(crate) fn parse_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| Error::Configuration {
+            reason: format!("the root certificate PEM could not be read: {error}"),
+        })?;
+    if certificates.is_empty() {
+        return Err(Error::Configuration {
+            reason: "the root certificate PEM holds no certificate".to_owned(),
+        });
+    }
+    Ok(certificates)
+}
+
+/// The client configuration: Mozilla roots plus `extra_roots`.
+pub(crate) fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        roots
+            .add(root.clone())
+            .map_err(|error| Error::Configuration {
+                reason: format!("a root certificate is not usable: {error}"),
+            })?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| Error::Configuration {
+            reason: format!("TLS could not be configured: {error}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The name the server certificate must match: the host without port or IPv6 brackets.
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    ServerName::try_from(bare.to_owned()).map_err(|error| Error::Configuration {
+        reason: format!("{host:?} is not a valid TLS server name: {error}"),
+    })
+}
+
+/// Runs the TLS handshake on `stream`.
+pub(crate) async fn handshake<S>(
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    stream: S,
+) -> std::io::Result<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    TlsConnector::from(config).connect(name, stream).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_drop_brackets() {
+        assert!(matches!(
+            server_name("[::1]").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("127.0.0.1").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("hub.azure-devices.net").unwrap(),
+            ServerName::DnsName(_)
+        ));
+    }
+
+    #[test]
+    fn bad_pem_is_a_configuration_error() {
+        for pem in [
+            &b""[..],
+            b"not a pem",
+            b"-----BEGIN CERTIFICATE-----\n!!!\n",
+        ] {
+            assert!(matches!(parse_pem(pem), Err(Error::Configuration { .. })));
+        }
+    }
+
+    #[test]
+    fn the_default_config_builds() {
+        client_config(&[]).unwrap();
+    }
+}
