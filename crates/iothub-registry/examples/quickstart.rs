@@ -7,6 +7,8 @@
 //!     cargo run --example quickstart
 //! ```
 
+use std::time::Duration;
+
 use futures::TryStreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use iothub_emulator::{Emulator, MethodResponse};
@@ -73,9 +75,16 @@ async fn connect() -> Result<(Hub, RegistryManager), BoxError> {
         reqwest::Certificate::from_pem(emu.ca_certificate_pem().unwrap_or_default().as_bytes())?;
     let http = reqwest::Client::builder().tls_certs_only([ca]).build()?;
     let cs: iothub_registry::ConnectionString = emu.connection_string().parse()?;
+    // AMQP (cloud-to-device messages) trusts the same CA, and dials the emulator's port.
+    let amqp_port = emu
+        .amqp_addr()
+        .ok_or("the emulator has no AMQP endpoint")?
+        .port();
     let registry =
         RegistryManager::builder(iothub_registry::Credential::from_connection_string(&cs))
             .http_client(http)
+            .add_root_certificate_pem(emu.ca_certificate_pem().unwrap_or_default())
+            .amqp_port(amqp_port)
             .build()?;
     Ok((Hub::Local(emu), registry))
 }
@@ -284,6 +293,51 @@ async fn tour(hub: &Hub, registry: &RegistryManager, prefix: &str) -> Result<(),
         }
         None => println!("(skipped: no device of ours is online on your hub to answer a method)"),
     }
+
+    step("Cloud-to-device message and its feedback (AMQP)");
+    let message_id = format!("{prefix}-hello");
+    registry
+        .send_c2d_message(
+            &sas,
+            r#"{"command":"blink","times":3}"#,
+            [
+                ("messageId", message_id.as_str()),
+                ("contentType", "application/json"),
+                ("iothub-ack", "full"),
+            ],
+        )
+        .await?;
+    println!("sent {message_id} to {sas}, asking for full acknowledgement");
+    match hub.emulator() {
+        Some(emu) => {
+            let received = emu
+                .receive_c2d(&sas, None)
+                .ok_or("the emulated device found no message")?;
+            println!(
+                "the emulated device received {} ({} bytes) and completes it",
+                show(&received.message.message_id),
+                received.message.body.len()
+            );
+            emu.complete_c2d(&received.lock_token);
+            let mut feedback = registry.feedback_receiver();
+            let batch = tokio::time::timeout(Duration::from_secs(30), feedback.try_next())
+                .await
+                .map_err(|_| "no feedback within 30 s")??
+                .ok_or("the feedback stream ended")?;
+            for record in batch.records() {
+                println!(
+                    "feedback: message {} to {} -> {:?} ({})",
+                    record.original_message_id, record.device_id, record.status, record.description
+                );
+            }
+            batch.complete().await?;
+        }
+        None => println!(
+            "(feedback skipped: it arrives once a device of yours receives and completes the \
+             message; `registry.feedback_receiver()` yields it)"
+        ),
+    }
+    registry.close().await;
     Ok(())
 }
 

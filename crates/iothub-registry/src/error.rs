@@ -79,6 +79,13 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A cloud-to-device send (or a feedback or file-notification receiver) failed over AMQP:
+    /// the hub refused the message (unknown device, full queue, throttled, unauthorized) or
+    /// the connection failed. [`iothub_amqp::Error::is_ambiguous`] tells whether the message may
+    /// have been queued anyway.
+    #[error(transparent)]
+    C2d(iothub_amqp::Error),
+
     /// Building the RegistryManager failed (bad endpoint, api-version, proxy...), or the
     /// request hook could not prepare a request (the generated client reports that failure
     /// only as text; it is nearly always the credential failing to sign).
@@ -90,6 +97,19 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+}
+
+fn c2d_retry_class(error: &iothub_amqp::Error) -> RetryClass {
+    use iothub_amqp::Error as Amqp;
+    match error {
+        _ if error.is_ambiguous() => RetryClass::MaybePerformed,
+        Amqp::Connect { .. }
+        | Amqp::ConnectionLost { .. }
+        | Amqp::Timeout { .. }
+        | Amqp::Throttled(_)
+        | Amqp::Released => RetryClass::NotPerformed { retry_after: None },
+        _ => RetryClass::Permanent,
+    }
 }
 
 fn transport_message(error: &reqwest::Error) -> &'static str {
@@ -111,6 +131,14 @@ fn decode_message(status: u16) -> String {
         "the body of the IoT Hub's response does not have the expected shape".to_owned()
     } else {
         format!("the body of the IoT Hub's {status} response does not have the expected shape")
+    }
+}
+
+/// As [`RegistryManager::send_c2d`](crate::RegistryManager::send_c2d) maps them, so `?` on a
+/// [`Message`](crate::c2d::Message) builder's result gives the same variants.
+impl From<iothub_amqp::Error> for Error {
+    fn from(error: iothub_amqp::Error) -> Self {
+        Error::from_amqp(error)
     }
 }
 
@@ -142,6 +170,14 @@ impl Error {
         }
     }
 
+    /// The AMQP error, for [`Error::C2d`].
+    pub fn c2d(&self) -> Option<&iothub_amqp::Error> {
+        match self {
+            Error::C2d(error) => Some(error),
+            _ => None,
+        }
+    }
+
     /// The IoT Hub error code (`DeviceNotFound`, `ThrottlingException`, …), when the hub sent one.
     pub fn code(&self) -> Option<&ErrorCode> {
         self.service().and_then(ServiceError::code)
@@ -154,6 +190,7 @@ impl Error {
     /// [`code`](Self::code) when the difference matters.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
+            || matches!(self, Error::C2d(iothub_amqp::Error::DeviceNotFound(_)))
     }
 
     /// The `If-Match` etag did not match the current one: status 412, or code
@@ -174,9 +211,10 @@ impl Error {
     }
 
     /// The hub throttled the request: status 429, or one of the throttling codes 429000 to
-    /// 429005 with any status.
+    /// 429005 with any status; or a cloud-to-device message refused as throttled.
     pub fn is_throttled(&self) -> bool {
         self.service().is_some_and(ServiceError::is_throttled)
+            || matches!(self, Error::C2d(iothub_amqp::Error::Throttled(_)))
     }
 
     /// Whether the operation may succeed if it is repeated later, unchanged.
@@ -189,7 +227,8 @@ impl Error {
     ///   `ServerError` (500001), `GenericTimeout` (500008), `GenericServiceUnavailable`
     ///   (503000), `ServiceUnavailable` (503001) and `ServerBusy` (503005);
     /// - transport errors, except a request that could not even be built or a redirect loop;
-    /// - [`Error::Timeout`].
+    /// - [`Error::Timeout`];
+    /// - [`Error::C2d`] when [`iothub_amqp::Error::is_transient`] says so.
     ///
     /// Deliberately false for:
     /// - `DeviceNotOnline` (404103), though the C# v2 SDK calls it transient: the device is not
@@ -205,6 +244,7 @@ impl Error {
             Error::Service(service) => service.is_transient(),
             Error::Transport { source } => !source.is_builder() && !source.is_redirect(),
             Error::Timeout { .. } => true,
+            Error::C2d(error) => error.is_transient(),
             _ => false,
         }
     }
@@ -221,8 +261,15 @@ impl Error {
     /// - [`RetryClass::Permanent`]: everything else: other statuses (4xx other than 408 and
     ///   429), decode errors, invalid arguments, credential and configuration errors, and
     ///   transport errors that could not build the request or hit a redirect loop.
+    ///
+    /// For [`Error::C2d`]: `NotPerformed` when the message provably did not reach the hub's
+    /// queue and may be accepted later (could not connect, connection found dead or timeout
+    /// before the message left, throttled, released); `MaybePerformed` when the connection was
+    /// lost or the time ran out after the message left; `Permanent` otherwise, a full device
+    /// queue included (it drains only as fast as the device receives).
     pub fn retry_class(&self) -> RetryClass {
         match self {
+            Error::C2d(error) => c2d_retry_class(error),
             Error::Service(service) => service.retry_class(),
             Error::Transport { source } if source.is_connect() => {
                 RetryClass::NotPerformed { retry_after: None }
@@ -232,6 +279,26 @@ impl Error {
             }
             Error::Transport { .. } | Error::Timeout { .. } => RetryClass::MaybePerformed,
             _ => RetryClass::Permanent,
+        }
+    }
+
+    /// Maps an `iothub-amqp` error: argument, credential and configuration failures keep
+    /// this crate's variants, so callers test for them one way whatever the transport.
+    pub(crate) fn from_amqp(error: iothub_amqp::Error) -> Self {
+        match error {
+            iothub_amqp::Error::InvalidArgument { argument, reason } => {
+                Error::InvalidArgument { argument, reason }
+            }
+            iothub_amqp::Error::BodyTooLarge { .. } => Error::InvalidArgument {
+                argument: "message",
+                reason: error.to_string(),
+            },
+            iothub_amqp::Error::Auth(error) => Error::Auth(error),
+            iothub_amqp::Error::Configuration { reason } => Error::Configuration {
+                reason,
+                source: None,
+            },
+            error => Error::C2d(error),
         }
     }
 
@@ -1492,6 +1559,67 @@ mod tests {
                 "{status} {code:?}"
             );
         }
+    }
+
+    #[test]
+    fn c2d_failures_are_classed_by_whether_the_message_left() {
+        use iothub_amqp::{Error as Amqp, Rejection};
+        use std::time::Duration;
+        let not_performed = RetryClass::NotPerformed { retry_after: None };
+        let lost = |sent| Amqp::ConnectionLost {
+            sent,
+            reason: "reset".into(),
+        };
+        let timeout = |sent| Amqp::Timeout {
+            after: Duration::from_secs(1),
+            sent,
+        };
+        let cases = [
+            (lost(true), RetryClass::MaybePerformed),
+            (timeout(true), RetryClass::MaybePerformed),
+            (lost(false), not_performed.clone()),
+            (timeout(false), not_performed.clone()),
+            (
+                Amqp::Throttled(Rejection::new(
+                    "com.microsoft:device-container-throttled",
+                    None,
+                )),
+                not_performed.clone(),
+            ),
+            (Amqp::Released, not_performed),
+            (
+                Amqp::QueueFull(Rejection::new("amqp:resource-limit-exceeded", None)),
+                RetryClass::Permanent,
+            ),
+            (
+                Amqp::DeviceNotFound(Rejection::new("amqp:not-found", None)),
+                RetryClass::Permanent,
+            ),
+            (Amqp::Closed, RetryClass::Permanent),
+        ];
+        for (amqp, class) in cases {
+            let shown = format!("{amqp:?}");
+            assert_eq!(Error::from(amqp).retry_class(), class, "{shown}");
+        }
+        let throttled = Error::from(Amqp::Throttled(Rejection::new("x", None)));
+        assert!(throttled.is_throttled() && throttled.is_transient());
+        let missing = Error::from(Amqp::DeviceNotFound(Rejection::new("amqp:not-found", None)));
+        assert!(missing.is_not_found() && !missing.is_transient());
+        // Argument and size failures keep this crate's variant.
+        let big = Error::from(Amqp::BodyTooLarge {
+            size: 70_000,
+            max: 65_536,
+        });
+        assert!(
+            matches!(
+                big,
+                Error::InvalidArgument {
+                    argument: "message",
+                    ..
+                }
+            ),
+            "{big:?}"
+        );
     }
 
     #[test]

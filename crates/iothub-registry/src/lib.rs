@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod bulk;
+pub mod c2d;
 mod devices;
 mod error;
 mod etag;

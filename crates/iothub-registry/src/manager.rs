@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use iothub_amqp::{ServiceClient, Transport};
 use iothub_auth::{ConnectionString, Credential, HostName};
 use iothub_rest_gen::Client;
 use serde::Serialize;
@@ -43,8 +44,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct RegistryManager {
     pub(crate) rest: Client,
+    /// Cloud-to-device messages, feedback and file notifications; connects on first use.
+    pub(crate) c2d: ServiceClient,
     credential: Credential,
-    retry: Arc<dyn RetryPolicy>,
+    pub(crate) retry: Arc<dyn RetryPolicy>,
     timeout: Duration,
 }
 
@@ -68,7 +71,8 @@ impl RegistryManager {
     }
 
     /// A builder for the remaining settings: endpoint, api-version, Azure AD scope, retries,
-    /// timeouts, user agent, HTTP client and proxy.
+    /// timeouts, user agent, HTTP client, proxy, extra root certificates and the AMQP
+    /// transport for cloud-to-device messages.
     pub fn builder(credential: Credential) -> RegistryManagerBuilder {
         RegistryManagerBuilder {
             credential,
@@ -82,6 +86,10 @@ impl RegistryManager {
             user_agent_suffix: None,
             http_client: None,
             proxy: ProxySetting::Environment,
+            roots_pem: Vec::new(),
+            amqp_transport: Transport::Amqp,
+            amqp_port: None,
+            c2d_client: None,
         }
     }
 
@@ -236,6 +244,10 @@ pub struct RegistryManagerBuilder {
     user_agent_suffix: Option<String>,
     http_client: Option<reqwest::Client>,
     proxy: ProxySetting,
+    roots_pem: Vec<Vec<u8>>,
+    amqp_transport: Transport,
+    amqp_port: Option<u16>,
+    c2d_client: Option<ServiceClient>,
 }
 
 impl RegistryManagerBuilder {
@@ -312,6 +324,50 @@ impl RegistryManagerBuilder {
         self
     }
 
+    /// Trusts the certificates of a PEM document as roots, besides the usual ones, for HTTPS
+    /// and for AMQP: an emulator's CA, or a TLS-inspecting proxy's. May be called several
+    /// times. Over HTTPS it applies only to the HTTP client the builder makes (not to one given
+    /// with [`Self::http_client`]).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use iothub_registry::{ConnectionString, Credential, RegistryManager};
+    ///
+    /// let emulator = iothub_emulator::Emulator::builder().start().await?;
+    /// let cs: ConnectionString = emulator.connection_string().parse()?;
+    /// let registry = RegistryManager::builder(Credential::from_connection_string(&cs))
+    ///     .add_root_certificate_pem(emulator.ca_certificate_pem().unwrap_or_default())
+    ///     .amqp_port(emulator.amqp_addr().map_or(5671, |addr| addr.port()))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.roots_pem.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// How cloud-to-device messages travel: AMQP over TLS on port 5671 (the default) or AMQP
+    /// over WebSockets on port 443, for networks that block 5671. With WebSockets, a proxy
+    /// set with [`Self::proxy`] is used for AMQP too.
+    pub fn amqp_transport(mut self, transport: Transport) -> Self {
+        self.amqp_transport = transport;
+        self
+    }
+
+    /// The port to dial for AMQP instead of the transport's default (an emulator's, a test
+    /// server's).
+    pub fn amqp_port(mut self, port: u16) -> Self {
+        self.amqp_port = Some(port);
+        self
+    }
+
+    /// Uses this AMQP client for cloud-to-device messages as it is, instead of one the builder
+    /// makes from the credential and the settings above (for its keep-alive or send timeout).
+    pub fn c2d_client(mut self, client: ServiceClient) -> Self {
+        self.c2d_client = Some(client);
+        self
+    }
+
     /// Checks the settings and builds the manager. Sends nothing.
     pub fn build(mut self) -> Result<RegistryManager> {
         let http = match self.http_client.take() {
@@ -321,6 +377,26 @@ impl RegistryManagerBuilder {
         let credential = match self.scope {
             Some(scope) => self.credential.with_scope(scope),
             None => self.credential,
+        };
+        let c2d = match self.c2d_client {
+            Some(client) => client,
+            None => {
+                let mut amqp = ServiceClient::builder(credential.clone())
+                    .transport(self.amqp_transport)
+                    .send_timeout(self.timeout);
+                if let Some(port) = self.amqp_port {
+                    amqp = amqp.port(port);
+                }
+                for pem in &self.roots_pem {
+                    amqp = amqp.add_root_certificate_pem(pem);
+                }
+                if let (Transport::WebSocket, ProxySetting::Url(url)) =
+                    (self.amqp_transport, &self.proxy)
+                {
+                    amqp = amqp.proxy(url.as_str());
+                }
+                amqp.build().map_err(Error::from_amqp)?
+            }
         };
         let endpoint = self
             .endpoint
@@ -336,6 +412,7 @@ impl RegistryManagerBuilder {
             .map_err(|e| Error::configuration("invalid settings", e))?;
         Ok(RegistryManager {
             rest,
+            c2d,
             credential,
             retry: self.retry,
             timeout: self.timeout,
@@ -354,6 +431,19 @@ impl RegistryManagerBuilder {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .user_agent(self.user_agent());
+        for pem in &self.roots_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::configuration("invalid root certificate PEM", e))?;
+            if certificates.is_empty() {
+                return Err(Error::Configuration {
+                    reason: "a root certificate PEM holds no certificate".into(),
+                    source: None,
+                });
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
         builder = match &self.proxy {
             ProxySetting::Environment => builder,
             ProxySetting::None => builder.no_proxy(),

@@ -155,3 +155,33 @@ fn plain_http_needs_consent_and_a_loopback_host() {
         "{err:?}"
     );
 }
+
+#[test]
+fn root_certificates_must_hold_a_certificate() {
+    for pem in [
+        "",
+        "not a certificate",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        let err = RegistryManager::builder(credential("hub.azure-devices.net"))
+            .add_root_certificate_pem(pem)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, iothub_registry::Error::Configuration { .. }),
+            "{pem:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn the_manager_and_its_amqp_client_never_print_the_key() {
+    let registry = RegistryManager::builder(credential("hub.azure-devices.net"))
+        .amqp_transport(iothub_registry::c2d::Transport::WebSocket)
+        .proxy("http://proxy.example:8080")
+        .build()
+        .unwrap();
+    let shown = format!("{registry:?} {:?}", registry.c2d_client());
+    assert!(!shown.contains(KEY), "{shown}");
+    assert!(shown.contains("hub.azure-devices.net"), "{shown}");
+}
