@@ -163,6 +163,16 @@ struct State {
     feedback: VecDeque<Value>,
     file_notifications: VecDeque<Value>,
     accepted: Vec<C2dMessage>,
+    /// No message expires and no lock times out before this (None: nothing is waiting). Lets
+    /// every enqueue and receive skip the full scan, which otherwise made each send cost in
+    /// proportion to everything queued.
+    next_deadline: Option<DateTime<Utc>>,
+}
+
+impl State {
+    fn note_deadline(&mut self, at: DateTime<Utc>) {
+        self.next_deadline = Some(self.next_deadline.map_or(at, |d| d.min(at)));
+    }
 }
 
 /// The hub's cloud-to-device side.
@@ -209,6 +219,7 @@ impl C2d {
             deliveries: 0,
             generation_id,
         });
+        state.note_deadline(expires);
         Ok(pending + 1)
     }
 
@@ -235,6 +246,7 @@ impl C2d {
             message: item.message.clone(),
         };
         let until = now + LOCK_TIMEOUT;
+        state.note_deadline(until);
         state.locked.insert(
             lock_token,
             Locked {
@@ -330,6 +342,9 @@ impl C2d {
     }
 
     fn expire_locked(&self, state: &mut State, now: DateTime<Utc>) {
+        if state.next_deadline.is_none_or(|due| now < due) {
+            return;
+        }
         let mut expired = Vec::new();
         for queue in state.queues.values_mut() {
             queue.retain(|q| {
@@ -354,6 +369,14 @@ impl C2d {
                 requeue(self, state, locked);
             }
         }
+        // What is left sets the next deadline: queued expiries, lock timeouts, and the expiry
+        // of each locked message (it goes back to its queue if the lock times out).
+        let queued = state.queues.values().flatten().map(|q| q.expires);
+        let locked = state
+            .locked
+            .values()
+            .flat_map(|l| [l.until, l.item.expires]);
+        state.next_deadline = queued.chain(locked).min();
     }
 
     fn record(&self, state: &mut State, item: &Queued, fate: Fate) {
