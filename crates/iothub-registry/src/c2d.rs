@@ -126,15 +126,8 @@ impl RegistryManager {
                 };
                 let context =
                     RetryContext::new("send_c2d_message", attempts, started.elapsed(), false);
-                match self.retry.next_delay(error.retry_class(), &context) {
-                    Some(delay) => {
-                        tracing::debug!(error = %error, ?delay, "retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        tracing::debug!(error = %error, "giving up");
-                        return Err(error);
-                    }
+                if !self.wait_to_retry(&error, &context).await {
+                    return Err(error);
                 }
             }
         }

@@ -1577,14 +1577,14 @@ mod tests {
         let cases = [
             (lost(true), RetryClass::MaybePerformed),
             (timeout(true), RetryClass::MaybePerformed),
-            (lost(false), not_performed.clone()),
-            (timeout(false), not_performed.clone()),
+            (lost(false), not_performed),
+            (timeout(false), not_performed),
             (
                 Amqp::Throttled(Rejection::new(
                     "com.microsoft:device-container-throttled",
                     None,
                 )),
-                not_performed.clone(),
+                not_performed,
             ),
             (Amqp::Released, not_performed),
             (

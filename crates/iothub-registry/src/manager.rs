@@ -47,7 +47,7 @@ pub struct RegistryManager {
     /// Cloud-to-device messages, feedback and file notifications; connects on first use.
     pub(crate) c2d: ServiceClient,
     credential: Credential,
-    pub(crate) retry: Arc<dyn RetryPolicy>,
+    retry: Arc<dyn RetryPolicy>,
     timeout: Duration,
 }
 
@@ -149,20 +149,29 @@ impl RegistryManager {
                     elapsed: started.elapsed(),
                     idempotent: call.idempotent,
                 };
-                match self.retry.next_delay(error.retry_class(), &context) {
-                    Some(delay) => {
-                        tracing::debug!(error = %error, ?delay, "retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        tracing::debug!(error = %error, "giving up");
-                        return Err(error);
-                    }
+                if !self.wait_to_retry(&error, &context).await {
+                    return Err(error);
                 }
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// Asks the retry policy about a failed attempt: sleeps and returns true to try again, or
+    /// returns false to give up. Shared by every operation, REST or AMQP.
+    pub(crate) async fn wait_to_retry(&self, error: &Error, context: &RetryContext) -> bool {
+        match self.retry.next_delay(error.retry_class(), context) {
+            Some(delay) => {
+                tracing::debug!(error = %error, ?delay, "retrying");
+                tokio::time::sleep(delay).await;
+                true
+            }
+            None => {
+                tracing::debug!(error = %error, "giving up");
+                false
+            }
+        }
     }
 
     async fn attempt<T, E, F, Fut>(&self, timeout: Duration, attempt: &mut F) -> Result<T>
