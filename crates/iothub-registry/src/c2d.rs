@@ -46,9 +46,10 @@ impl RegistryManager {
     ///
     /// # Errors
     ///
-    /// Before sending: [`Error::InvalidArgument`] for an invalid device id, a body over
-    /// [`MAX_BODY_SIZE`], or an `expiryTimeUtc` that is not an integer. From the hub:
-    /// [`Error::C2d`] (see [`send_c2d`](Self::send_c2d) for retries and ambiguity).
+    /// Before sending: [`InvalidArgument`](crate::Error::InvalidArgument) for an invalid
+    /// device id, a body over [`MAX_BODY_SIZE`], or an `expiryTimeUtc` that is not an integer.
+    /// From the hub: [`C2d`](crate::Error::C2d) (see [`send_c2d`](Self::send_c2d) for retries
+    /// and ambiguity).
     pub async fn send_c2d_message<I, K, V>(
         &self,
         device_id: &str,
@@ -97,10 +98,11 @@ impl RegistryManager {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for an invalid device or module id; [`Error::C2d`] for what
-    /// the hub or the connection reported ([`Error::is_not_found`] for an unknown device,
-    /// [`Error::is_throttled`], [`Error::c2d`] for the rest); [`Error::Auth`] when the
-    /// credential cannot produce a token.
+    /// [`InvalidArgument`](crate::Error::InvalidArgument) for an invalid device or module id;
+    /// [`C2d`](crate::Error::C2d) for what the hub or the connection reported
+    /// ([`is_not_found`](crate::Error::is_not_found) for an unknown device,
+    /// [`is_throttled`](crate::Error::is_throttled), [`c2d`](crate::Error::c2d) for the rest);
+    /// [`Auth`](crate::Error::Auth) when the credential cannot produce a token.
     pub async fn send_c2d(&self, message: &Message) -> Result<()> {
         validate_device_id(message.device_id())?;
         if let Some(module_id) = message.module_id() {
