@@ -27,6 +27,9 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_DELIVERY_COUNT: u32 = 10;
 /// Records per feedback batch.
 pub(crate) const FEEDBACK_BATCH: usize = 64;
+/// How many accepted messages the emulator remembers for tests (the most recent), so that a
+/// long-running emulator's memory stays bounded.
+pub const ACCEPTED_RECORD: usize = 10_000;
 
 /// A cloud-to-device message as the hub received it from the service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,7 +165,7 @@ struct State {
     locked: HashMap<String, Locked>,
     feedback: VecDeque<Value>,
     file_notifications: VecDeque<Value>,
-    accepted: Vec<C2dMessage>,
+    accepted: VecDeque<C2dMessage>,
     /// No message expires and no lock times out before this (None: nothing is waiting). Lets
     /// every enqueue and receive skip the full scan, which otherwise made each send cost in
     /// proportion to everything queued.
@@ -212,7 +215,10 @@ impl C2d {
         if pending >= MAX_QUEUE_DEPTH {
             return Err(Refusal::QueueFull(target_name(&target)));
         }
-        state.accepted.push(message.clone());
+        if state.accepted.len() == ACCEPTED_RECORD {
+            state.accepted.pop_front();
+        }
+        state.accepted.push_back(message.clone());
         state.queues.entry(target).or_default().push_back(Queued {
             message,
             expires,
@@ -325,9 +331,9 @@ impl C2d {
         state.locked.retain(|_, l| l.target.0 != device_id);
     }
 
-    /// Every message the hub accepted so far (for tests), oldest first.
+    /// The messages the hub accepted (the last [`ACCEPTED_RECORD`]), oldest first.
     pub(crate) fn accepted(&self) -> Vec<C2dMessage> {
-        self.lock().accepted.clone()
+        self.lock().accepted.iter().cloned().collect()
     }
 
     /// Empties the record of accepted messages.
@@ -491,6 +497,25 @@ mod tests {
             body: b"hi".to_vec(),
             enqueued_time: String::new(),
         }
+    }
+
+    #[test]
+    fn the_record_of_accepted_messages_keeps_the_most_recent() {
+        let c2d = C2d::default();
+        let devices = ACCEPTED_RECORD / MAX_QUEUE_DEPTH + 1;
+        for n in 0..devices * MAX_QUEUE_DEPTH {
+            let mut message = msg(&format!("d{}", n / MAX_QUEUE_DEPTH), "none");
+            message.message_id = Some(n.to_string());
+            c2d.enqueue(message, "g".into()).unwrap();
+        }
+        let record = c2d.accepted();
+        assert_eq!(record.len(), ACCEPTED_RECORD);
+        let first = devices * MAX_QUEUE_DEPTH - ACCEPTED_RECORD;
+        assert_eq!(record[0].message_id, Some(first.to_string()));
+        assert_eq!(
+            record.last().unwrap().message_id,
+            Some((devices * MAX_QUEUE_DEPTH - 1).to_string())
+        );
     }
 
     #[test]

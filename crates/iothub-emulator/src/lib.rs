@@ -59,8 +59,8 @@ use tokio::task::JoinHandle;
 
 pub use auth::{Permission, SharedAccessPolicy};
 pub use c2d::{
-    C2dMessage, DEFAULT_TTL, LOCK_TIMEOUT, MAX_DELIVERY_COUNT, MAX_MESSAGE_BYTES, MAX_QUEUE_DEPTH,
-    ReceivedC2d,
+    ACCEPTED_RECORD, C2dMessage, DEFAULT_TTL, LOCK_TIMEOUT, MAX_DELIVERY_COUNT, MAX_MESSAGE_BYTES,
+    MAX_QUEUE_DEPTH, ReceivedC2d,
 };
 pub use config::{Config, TlsConfig};
 pub use faults::{FaultConfig, FaultStats, Tier};
@@ -541,7 +541,8 @@ impl Emulator {
         self.shared.faults.stats()
     }
 
-    /// Every cloud-to-device message the hub accepted, oldest first, as it received them.
+    /// The cloud-to-device messages the hub accepted, oldest first, as it received them: the
+    /// most recent [`ACCEPTED_RECORD`] of them.
     pub fn c2d_messages(&self) -> Vec<C2dMessage> {
         self.shared.c2d.accepted()
     }
