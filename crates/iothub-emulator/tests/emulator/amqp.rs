@@ -205,6 +205,18 @@ fn c2d(to: &str, body: &[u8]) -> Message<Data> {
         .build()
 }
 
+/// A message to a device with its own id, asking for `ack` feedback.
+fn acked(device: &str, body: &[u8], id: &str, ack: &str) -> Message<Data> {
+    let mut message = c2d(&to(device), body);
+    message.properties.as_mut().unwrap().message_id = Some(MessageId::String(id.into()));
+    message.application_properties = Some(
+        ApplicationProperties::builder()
+            .insert("iothub-ack", ack)
+            .build(),
+    );
+    message
+}
+
 fn to(device: &str) -> String {
     format!("/devices/{device}/messages/devicebound")
 }
@@ -654,13 +666,7 @@ async fn feedback_comes_back_in_batches_and_released_batches_come_again() {
     let hub = Hub::start().await;
     hub.create("dev1").await;
     let (mut connection, (mut session, _cbs), mut sender) = authorized_sender(&hub).await;
-    let mut message = c2d(&to("dev1"), b"x");
-    message.properties.as_mut().unwrap().message_id = Some(MessageId::String("fb-1".into()));
-    message.application_properties = Some(
-        ApplicationProperties::builder()
-            .insert("iothub-ack", "full")
-            .build(),
-    );
+    let message = acked("dev1", b"x", "fb-1", "full");
     assert_eq!(rejection(&sender.send(message).await.unwrap()), None);
 
     // The device completes it.
@@ -699,13 +705,7 @@ async fn feedback_comes_back_in_batches_and_released_batches_come_again() {
 
     // A batch taken by a receiver that goes away is not lost either.
     hub.emu.clear_c2d_messages();
-    let mut message = c2d(&to("dev1"), b"y");
-    message.properties.as_mut().unwrap().message_id = Some(MessageId::String("fb-2".into()));
-    message.application_properties = Some(
-        ApplicationProperties::builder()
-            .insert("iothub-ack", "negative")
-            .build(),
-    );
+    let message = acked("dev1", b"y", "fb-2", "negative");
     assert_eq!(rejection(&sender.send(message).await.unwrap()), None);
     let received = hub.emu.receive_c2d("dev1", None).unwrap();
     assert!(hub.emu.reject_c2d(&received.lock_token));
