@@ -4,8 +4,10 @@
 // spec with sha256 455b5d987ddf8d109f917e0db76f6d0c1f2919124c8f96f2e7b99d8f412ab196, api-version 2021-04-12.
 // Generator: progenitor 0.15.1 (builder interface, merged tags), prettyplease.
 
+#[cfg(feature = "client")]
 #[allow(unused_imports)]
 pub use progenitor_client::{ByteStream, ClientInfo, Error, ResponseValue};
+#[cfg(feature = "client")]
 #[allow(unused_imports)]
 use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderExt};
 /// Types used as operation parameters and responses.
@@ -5335,6 +5337,7 @@ pub mod types {
         }
     }
 }
+#[cfg(feature = "client")]
 #[derive(Clone, Debug)]
 /**Client for Azure IoT Hub service API (converted by iothub-rs xtask import)
 
@@ -5344,6 +5347,7 @@ pub struct Client {
     pub(crate) client: reqwest::Client,
     pub(crate) inner: crate::ClientContext,
 }
+#[cfg(feature = "client")]
 impl Client {
     /// Create a new client.
     ///
@@ -5378,6 +5382,7 @@ impl Client {
         }
     }
 }
+#[cfg(feature = "client")]
 impl ClientInfo<crate::ClientContext> for Client {
     fn api_version() -> &'static str {
         "2021-04-12"
@@ -5392,7 +5397,9 @@ impl ClientInfo<crate::ClientContext> for Client {
         &self.inner
     }
 }
+#[cfg(feature = "client")]
 impl ClientHooks<crate::ClientContext> for &Client {}
+#[cfg(feature = "client")]
 impl Client {
     /**Sends a `GET` request to `/configurations`
 
@@ -5933,6 +5940,7 @@ let response = client.modules_update_twin()
         builder::ModulesUpdateTwin::new(self)
     }
 }
+#[cfg(feature = "client")]
 /// Types for composing operation parameters.
 #[allow(clippy::all)]
 pub mod builder {
@@ -9507,6 +9515,7 @@ pub mod builder {
         }
     }
 }
+#[cfg(feature = "client")]
 /// Items consumers will typically use such as the Client.
 pub mod prelude {
     pub use self::super::Client;

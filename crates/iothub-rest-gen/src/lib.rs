@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "client")]
 mod client;
 mod datetime;
+#[cfg(feature = "client")]
 mod hooks;
 mod open_enum;
 
@@ -15,7 +17,9 @@ mod open_enum;
 #[rustfmt::skip]
 mod generated;
 
+#[cfg(feature = "client")]
 pub use client::{API_VERSION, BuildError, ClientBuilder, ClientContext, DEFAULT_CONNECT_TIMEOUT};
 pub use datetime::{IotDateTime, ParseDateTimeError};
 pub use generated::*;
+#[cfg(feature = "client")]
 pub use hooks::encode_path_segment;
