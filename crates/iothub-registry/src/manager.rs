@@ -114,7 +114,7 @@ impl RegistryManager {
     pub(crate) async fn execute<T, E, F, Fut>(&self, call: Call<'_>, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = std::result::Result<T, progenitor_client::Error<E>>>,
+        Fut: Future<Output = std::result::Result<T, iothub_rest_gen::Error<E>>>,
         E: Serialize,
     {
         let span = tracing::info_span!(
@@ -177,7 +177,7 @@ impl RegistryManager {
     async fn attempt<T, E, F, Fut>(&self, timeout: Duration, attempt: &mut F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = std::result::Result<T, progenitor_client::Error<E>>>,
+        Fut: Future<Output = std::result::Result<T, iothub_rest_gen::Error<E>>>,
         E: Serialize,
     {
         // Cached after the first call, so this costs nothing; it turns a token failure into a

@@ -3,9 +3,12 @@
 #[cfg(feature = "client")]
 mod client;
 mod datetime;
+mod error_codes;
 #[cfg(feature = "client")]
 mod hooks;
 mod open_enum;
+mod retry_after;
+mod service_error;
 
 #[allow(
     missing_docs,
@@ -23,3 +26,4 @@ pub use datetime::{IotDateTime, ParseDateTimeError};
 pub use generated::*;
 #[cfg(feature = "client")]
 pub use hooks::encode_path_segment;
+pub use service_error::{ERROR_CODE_HEADER, ServiceError};

@@ -1,0 +1,422 @@
+//! What a failure says about the operation: not found, precondition failed, throttled,
+//! transient, and how it may be retried. The IoT Hub codes behind each answer are listed here;
+//! the codes themselves (names and numbers) are data from `iothub-rest-gen`.
+
+use iothub_rest_gen::types::ErrorCode;
+
+use super::{Error, ServiceError};
+use crate::retry::RetryClass;
+
+impl Error {
+    /// The hub answered 404.
+    ///
+    /// Beware that a direct method to a device that is not connected (or has no handler) also
+    /// answers 404, with code `DeviceNotOnline` (404103): the device exists. Check
+    /// [`code`](Self::code) when the difference matters.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+            || matches!(self, Error::C2d(iothub_amqp::Error::DeviceNotFound(_)))
+    }
+
+    /// The `If-Match` etag did not match the current one: status 412, or code
+    /// `PreconditionFailed` (412001) or `EtagDoesNotMatch` (400023) with any status.
+    pub fn is_precondition_failed(&self) -> bool {
+        self.status() == Some(412)
+            || self.code().is_some_and(|code| {
+                matches!(
+                    code,
+                    ErrorCode::PreconditionFailed | ErrorCode::EtagDoesNotMatch
+                )
+            })
+    }
+
+    /// The hub answered 409, for example `DeviceAlreadyExists` when creating an existing device.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    /// The hub throttled the request: status 429, or one of the throttling codes 429000 to
+    /// 429005 with any status; or a cloud-to-device message refused as throttled.
+    pub fn is_throttled(&self) -> bool {
+        self.service().is_some_and(service_is_throttled)
+            || matches!(self, Error::C2d(iothub_amqp::Error::Throttled(_)))
+    }
+
+    /// Whether the operation may succeed if it is repeated later, unchanged.
+    ///
+    /// True for:
+    /// - statuses 408, 429, 500, 502, 503 and 504 (the IoT Hub documentation calls 500-class
+    ///   errors "most likely transient", and 502 and 504 usually come from a gateway with a
+    ///   passing fault);
+    /// - the codes that say so whatever the status: the throttling codes 429000 to 429005,
+    ///   `ServerError` (500001), `GenericTimeout` (500008), `GenericServiceUnavailable`
+    ///   (503000), `ServiceUnavailable` (503001) and `ServerBusy` (503005);
+    /// - transport errors, except a request that could not even be built or a redirect loop;
+    /// - [`Error::Timeout`];
+    /// - [`Error::C2d`] when [`iothub_amqp::Error::is_transient`] says so.
+    ///
+    /// Deliberately false for:
+    /// - `DeviceNotOnline` (404103), though the C# v2 SDK calls it transient: the device is not
+    ///   connected or has no handler for the method, and repeating the call within seconds
+    ///   rarely finds it back;
+    /// - `GatewayTimeout` (504101): the device did not answer a method within its timeout, and
+    ///   an immediate repeat usually times out again (the C# v2 SDK agrees);
+    /// - `IotHubQuotaExceeded` (403002): the daily message quota only resets at 00:00 UTC.
+    ///
+    /// This says nothing about whether repeating is *safe*; see [`retry_class`](Self::retry_class).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Service(service) => service_is_transient(service),
+            Error::Transport { source } => !source.is_builder() && !source.is_redirect(),
+            Error::Timeout { .. } => true,
+            Error::C2d(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// How this failure may be retried, judged by what it says about the operation.
+    ///
+    /// - [`RetryClass::NotPerformed`] (with the `Retry-After` delay, if the hub sent one): a
+    ///   status 408, 429 or 503; a throttling code (429000 to 429005),
+    ///   `GenericServiceUnavailable` (503000), `ServiceUnavailable` (503001) or `ServerBusy`
+    ///   (503005) with any status; a transport error while connecting (nothing was sent).
+    /// - [`RetryClass::MaybePerformed`]: any other 5xx status except 501 and 505 (both say the
+    ///   request can never work); the codes `ServerError` (500001) and `GenericTimeout`
+    ///   (500008); any other transport error (the request may have been sent); a timeout.
+    /// - [`RetryClass::Permanent`]: everything else: other statuses (4xx other than 408 and
+    ///   429), decode errors, invalid arguments, credential and configuration errors, and
+    ///   transport errors that could not build the request or hit a redirect loop.
+    ///
+    /// For [`Error::C2d`]: `NotPerformed` when the message provably did not reach the hub's
+    /// queue and may be accepted later (could not connect, connection found dead or timeout
+    /// before the message left, throttled, released); `MaybePerformed` when the connection was
+    /// lost or the time ran out after the message left; `Permanent` otherwise, a full device
+    /// queue included (it drains only as fast as the device receives).
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            Error::C2d(error) => c2d_retry_class(error),
+            Error::Service(service) => service_retry_class(service),
+            Error::Transport { source } if source.is_connect() => {
+                RetryClass::NotPerformed { retry_after: None }
+            }
+            Error::Transport { source } if source.is_builder() || source.is_redirect() => {
+                RetryClass::Permanent
+            }
+            Error::Transport { .. } | Error::Timeout { .. } => RetryClass::MaybePerformed,
+            _ => RetryClass::Permanent,
+        }
+    }
+}
+
+fn c2d_retry_class(error: &iothub_amqp::Error) -> RetryClass {
+    use iothub_amqp::Error as Amqp;
+    match error {
+        _ if error.is_ambiguous() => RetryClass::MaybePerformed,
+        Amqp::Connect { .. }
+        | Amqp::ConnectionLost { .. }
+        | Amqp::Timeout { .. }
+        | Amqp::Throttled(_)
+        | Amqp::Released => RetryClass::NotPerformed { retry_after: None },
+        _ => RetryClass::Permanent,
+    }
+}
+
+fn has_code(service: &ServiceError, codes: &[ErrorCode]) -> bool {
+    service.code().is_some_and(|code| codes.contains(code))
+}
+
+fn service_is_throttled(service: &ServiceError) -> bool {
+    service.status() == 429 || has_code(service, THROTTLING_CODES)
+}
+
+fn service_is_transient(service: &ServiceError) -> bool {
+    if service_is_throttled(service) || has_code(service, TRANSIENT_CODES) {
+        return true;
+    }
+    if has_code(service, NEVER_TRANSIENT_CODES) {
+        return false;
+    }
+    matches!(service.status(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+fn service_retry_class(service: &ServiceError) -> RetryClass {
+    let status = service.status();
+    if matches!(status, 408 | 429 | 503)
+        || has_code(service, THROTTLING_CODES)
+        || has_code(service, NOT_PERFORMED_CODES)
+    {
+        RetryClass::NotPerformed {
+            retry_after: service.retry_after(),
+        }
+    } else if ((500..600).contains(&status) && !matches!(status, 501 | 505))
+        || has_code(service, MAYBE_PERFORMED_CODES)
+    {
+        RetryClass::MaybePerformed
+    } else {
+        RetryClass::Permanent
+    }
+}
+
+const THROTTLING_CODES: &[ErrorCode] = &[
+    ErrorCode::GenericTooManyRequests,
+    ErrorCode::ThrottlingException,
+    ErrorCode::ThrottleBacklogLimitExceeded,
+    ErrorCode::ThrottlingBacklogTimeout,
+    ErrorCode::ThrottlingMaxActiveJobCountExceeded,
+    ErrorCode::DeviceThrottlingLimitExceeded,
+];
+
+/// Besides throttling: the service says it did not take the request.
+const NOT_PERFORMED_CODES: &[ErrorCode] = &[
+    ErrorCode::GenericServiceUnavailable,
+    ErrorCode::ServiceUnavailable,
+    ErrorCode::ServerBusy,
+];
+
+/// The service failed inside the operation, which may have been applied.
+const MAYBE_PERFORMED_CODES: &[ErrorCode] = &[ErrorCode::ServerError, ErrorCode::GenericTimeout];
+
+/// Besides throttling: worth repeating later whatever the status says.
+const TRANSIENT_CODES: &[ErrorCode] = &[
+    ErrorCode::ServerError,
+    ErrorCode::GenericTimeout,
+    ErrorCode::GenericServiceUnavailable,
+    ErrorCode::ServiceUnavailable,
+    ErrorCode::ServerBusy,
+];
+
+/// Not worth repeating soon even under a transient-looking status (see `Error::is_transient`).
+const NEVER_TRANSIENT_CODES: &[ErrorCode] = &[
+    ErrorCode::DeviceNotOnline,
+    ErrorCode::GatewayTimeout,
+    ErrorCode::IotHubQuotaExceeded,
+];
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::{parse, service};
+    use super::*;
+
+    #[test]
+    fn predicates_by_status_and_code() {
+        // (status, header code, not_found, precondition, conflict, throttled, transient)
+        let cases: &[(u16, Option<&str>, [bool; 5])] = &[
+            (
+                404,
+                Some("DeviceNotFound"),
+                [true, false, false, false, false],
+            ),
+            (
+                404,
+                Some("DeviceNotOnline"),
+                [true, false, false, false, false],
+            ),
+            (
+                412,
+                Some("PreconditionFailed"),
+                [false, true, false, false, false],
+            ),
+            (412, None, [false, true, false, false, false]),
+            (
+                400,
+                Some("EtagDoesNotMatch"),
+                [false, true, false, false, false],
+            ),
+            (
+                409,
+                Some("DeviceAlreadyExists"),
+                [false, false, true, false, false],
+            ),
+            (429, None, [false, false, false, true, true]),
+            (
+                429,
+                Some("ThrottlingException"),
+                [false, false, false, true, true],
+            ),
+            (
+                400,
+                Some("ThrottlingBacklogTimeout"),
+                [false, false, false, true, true],
+            ),
+            (
+                403,
+                Some("DeviceThrottlingLimitExceeded"),
+                [false, false, false, true, true],
+            ),
+            (408, None, [false, false, false, false, true]),
+            (500, None, [false, false, false, false, true]),
+            (500, Some("ServerError"), [false, false, false, false, true]),
+            (
+                500,
+                Some("GenericTimeout"),
+                [false, false, false, false, true],
+            ),
+            (502, None, [false, false, false, false, true]),
+            (503, None, [false, false, false, false, true]),
+            (
+                503,
+                Some("ServiceUnavailable"),
+                [false, false, false, false, true],
+            ),
+            (503, Some("ServerBusy"), [false, false, false, false, true]),
+            (504, None, [false, false, false, false, true]),
+            (
+                504,
+                Some("GatewayTimeout"),
+                [false, false, false, false, false],
+            ),
+            (
+                403,
+                Some("IotHubQuotaExceeded"),
+                [false, false, false, false, false],
+            ),
+            (501, None, [false, false, false, false, false]),
+            (
+                400,
+                Some("ArgumentInvalid"),
+                [false, false, false, false, false],
+            ),
+            (
+                401,
+                Some("IotHubUnauthorizedAccess"),
+                [false, false, false, false, false],
+            ),
+        ];
+        for (status, code, expected) in cases {
+            let error = service(*status, *code);
+            let actual = [
+                error.is_not_found(),
+                error.is_precondition_failed(),
+                error.is_conflict(),
+                error.is_throttled(),
+                error.is_transient(),
+            ];
+            assert_eq!(&actual, expected, "{status} {code:?}");
+            assert_eq!(error.status(), Some(*status));
+        }
+    }
+
+    #[test]
+    fn retry_class_by_status_and_code() {
+        use RetryClass::{MaybePerformed, NotPerformed, Permanent};
+        let not_performed = NotPerformed { retry_after: None };
+        let cases: &[(u16, Option<&str>, RetryClass)] = &[
+            (408, None, not_performed),
+            (429, None, not_performed),
+            (503, None, not_performed),
+            (503, Some("ServiceUnavailable"), not_performed),
+            (400, Some("ThrottlingBacklogTimeout"), not_performed),
+            (500, Some("ServerBusy"), not_performed),
+            (500, None, MaybePerformed),
+            (500, Some("ServerError"), MaybePerformed),
+            (502, None, MaybePerformed),
+            (504, None, MaybePerformed),
+            (504, Some("GatewayTimeout"), MaybePerformed),
+            (507, None, MaybePerformed),
+            (501, None, Permanent),
+            (505, None, Permanent),
+            (400, None, Permanent),
+            (401, Some("IotHubUnauthorizedAccess"), Permanent),
+            (403, Some("IotHubQuotaExceeded"), Permanent),
+            (404, None, Permanent),
+            (404, Some("DeviceNotOnline"), Permanent),
+            (409, None, Permanent),
+            (412, None, Permanent),
+            (413, Some("TooManyDevices"), Permanent),
+        ];
+        for (status, code, expected) in cases {
+            assert_eq!(
+                service(*status, *code).retry_class(),
+                *expected,
+                "{status} {code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn c2d_failures_are_classed_by_whether_the_message_left() {
+        use iothub_amqp::{Error as Amqp, Rejection};
+        use std::time::Duration;
+        let not_performed = RetryClass::NotPerformed { retry_after: None };
+        let lost = |sent| Amqp::ConnectionLost {
+            sent,
+            reason: "reset".into(),
+        };
+        let timeout = |sent| Amqp::Timeout {
+            after: Duration::from_secs(1),
+            sent,
+        };
+        let cases = [
+            (lost(true), RetryClass::MaybePerformed),
+            (timeout(true), RetryClass::MaybePerformed),
+            (lost(false), not_performed),
+            (timeout(false), not_performed),
+            (
+                Amqp::Throttled(Rejection::new(
+                    "com.microsoft:device-container-throttled",
+                    None,
+                )),
+                not_performed,
+            ),
+            (Amqp::Released, not_performed),
+            (
+                Amqp::QueueFull(Rejection::new("amqp:resource-limit-exceeded", None)),
+                RetryClass::Permanent,
+            ),
+            (
+                Amqp::DeviceNotFound(Rejection::new("amqp:not-found", None)),
+                RetryClass::Permanent,
+            ),
+            (Amqp::Closed, RetryClass::Permanent),
+        ];
+        for (amqp, class) in cases {
+            let shown = format!("{amqp:?}");
+            assert_eq!(Error::from(amqp).retry_class(), class, "{shown}");
+        }
+        let throttled = Error::from(Amqp::Throttled(Rejection::new("x", None)));
+        assert!(throttled.is_throttled() && throttled.is_transient());
+        let missing = Error::from(Amqp::DeviceNotFound(Rejection::new("amqp:not-found", None)));
+        assert!(missing.is_not_found() && !missing.is_transient());
+        // Argument and size failures keep this crate's variant.
+        let big = Error::from(Amqp::BodyTooLarge {
+            size: 70_000,
+            max: 65_536,
+        });
+        assert!(
+            matches!(
+                big,
+                Error::InvalidArgument {
+                    argument: "message",
+                    ..
+                }
+            ),
+            "{big:?}"
+        );
+    }
+
+    #[test]
+    fn retry_class_carries_retry_after() {
+        let error = Error::Service(parse(429, &[("Retry-After", "5")], b""));
+        assert_eq!(
+            error.retry_class(),
+            RetryClass::NotPerformed {
+                retry_after: Some(Duration::from_secs(5))
+            }
+        );
+    }
+
+    #[test]
+    fn every_classified_code_has_a_number() {
+        for code in THROTTLING_CODES
+            .iter()
+            .chain(NOT_PERFORMED_CODES)
+            .chain(MAYBE_PERFORMED_CODES)
+            .chain(TRANSIENT_CODES)
+            .chain(NEVER_TRANSIENT_CODES)
+        {
+            assert!(code.number().is_some(), "{code} has no number");
+        }
+    }
+}
