@@ -6,9 +6,14 @@
 //! - `cargo xtask codegen [--check]`: run progenitor on `openapi/iothub-service.json` and write
 //!   `crates/iothub-rest-gen/src/generated.rs`.
 //!
+//! - `cargo xtask boundaries`: check the invariants of `ARCHITECTURE.md` that `cargo tree` and
+//!   the sources can prove (which crate may depend on which, what the emulator links, where
+//!   progenitor and fe2o3 types may appear).
+//!
 //! With `--check` nothing is written: the output is regenerated in memory and compared with
 //! the committed file, and a difference fails with a unified diff.
 
+mod boundaries;
 mod codegen;
 mod convert;
 mod fixes;
@@ -47,6 +52,8 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check the dependency and source boundaries that ARCHITECTURE.md states.
+    Boundaries,
 }
 
 /// Where the inputs and outputs of both tasks live; tests point it at a scratch copy.
@@ -67,12 +74,15 @@ impl Layout {
     }
 
     fn workspace() -> Self {
-        // xtask/ sits directly below the workspace root.
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask has a parent directory");
-        Self::at(root)
+        Self::at(workspace_root())
     }
+}
+
+/// The workspace root: xtask/ sits directly below it.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
 }
 
 /// What a task did, for the one line it prints.
@@ -81,6 +91,8 @@ pub(crate) enum Outcome {
     Written,
     Unchanged,
     UpToDate,
+    /// Every checked invariant holds.
+    Holds,
 }
 
 pub(crate) type Result<T> = std::result::Result<T, String>;
@@ -97,6 +109,10 @@ fn main() -> ExitCode {
             },
         ),
         Command::Codegen { check } => ("codegen", codegen::run(&layout, check)),
+        Command::Boundaries => (
+            "boundaries",
+            boundaries::run(workspace_root()).map(|()| Outcome::Holds),
+        ),
     };
     match result {
         Ok(outcome) => {
@@ -104,6 +120,7 @@ fn main() -> ExitCode {
                 Outcome::Written => "wrote new output",
                 Outcome::Unchanged => "output unchanged",
                 Outcome::UpToDate => "committed output is up to date",
+                Outcome::Holds => "every boundary holds",
             };
             println!("xtask {name}: {what}");
             ExitCode::SUCCESS
