@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::Shared;
 use crate::auth::{AuthError, Permission};
+use crate::hub::Shared;
 
 /// How long a connection's tokens let it act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::access::Access;
 use super::sasl::HubSasl;
 use super::wire::{Wire, WireControl};
-use crate::Shared;
+use crate::hub::Shared;
 
 /// How long a client may take to send its protocol header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

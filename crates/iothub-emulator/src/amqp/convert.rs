@@ -9,7 +9,7 @@ use fe2o3_amqp::types::messaging::{Body, Message, MessageId};
 use fe2o3_amqp::types::primitives::{SimpleValue, Uuid, Value};
 use serde_json::{Number, Value as Json};
 
-use crate::c2d::C2dMessage;
+use crate::state::c2d::C2dMessage;
 
 /// The message as the hub keeps it. `enqueued_time` is left for the queue to set.
 pub(crate) fn c2d_message(

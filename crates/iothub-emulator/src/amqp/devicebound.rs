@@ -12,8 +12,8 @@ use fe2o3_amqp::types::primitives::{Symbol, Value};
 use super::address::{Recipient, candidates};
 use super::connection::ConnCtx;
 use super::convert::c2d_message;
-use crate::c2d::{MAX_MESSAGE_BYTES, MAX_QUEUE_DEPTH, Refusal};
 use crate::faults::OpClass;
+use crate::state::c2d::{MAX_MESSAGE_BYTES, MAX_QUEUE_DEPTH, Refusal};
 
 const THROTTLED: &str = "com.microsoft:device-container-throttled";
 
@@ -151,7 +151,7 @@ pub(crate) fn error(condition: impl Into<ErrorCondition>, description: impl Into
     let mut info = Fields::new();
     info.insert(
         Symbol::from("com.microsoft:tracking-id"),
-        Value::String(crate::errors::tracking_id()),
+        Value::String(crate::rest::errors::tracking_id()),
     );
     Error::new(condition, Some(description.into()), Some(info))
 }

@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 use tokio::sync::Notify;
 
 use super::connection::ConnCtx;
-use crate::Shared;
+use crate::hub::Shared;
 
 const FEEDBACK_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.feedback.json";
 const FILE_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.filenotification.json";
@@ -97,7 +97,7 @@ fn message(shared: &Shared, stream: Stream, body: Vec<u8>) -> Message<Data> {
         Stream::FileNotifications => FILE_CONTENT_TYPE,
     };
     let properties = Properties::builder()
-        .message_id(crate::errors::tracking_id())
+        .message_id(crate::rest::errors::tracking_id())
         .content_type(content_type)
         .user_id(Binary::from(shared.hub_name.as_bytes().to_vec()))
         .build();

@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::Shared;
+use crate::hub::Shared;
 
 /// How long a TLS handshake or WebSocket upgrade may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,7 +10,7 @@ use fe2o3_amqp::types::primitives::{Array, Binary, Symbol};
 use fe2o3_amqp::types::sasl::{SaslChallenge, SaslCode, SaslInit, SaslOutcome, SaslResponse};
 
 use super::access::{Access, check, sas_field};
-use crate::Shared;
+use crate::hub::Shared;
 
 const MSSBCBS: &str = "MSSBCBS";
 const PLAIN: &str = "PLAIN";

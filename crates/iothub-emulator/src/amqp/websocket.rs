@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::Shared;
+use crate::hub::Shared;
 
 /// The only subprotocol IoT Hub speaks AMQP under.
 const SUBPROTOCOL: &str = "AMQPWSB10";

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::errors::service_time;
+use crate::rest::errors::service_time;
 
 /// Most messages waiting for one device (or module).
 pub const MAX_QUEUE_DEPTH: usize = 50;
@@ -245,7 +245,7 @@ impl C2d {
         self.expire_locked(&mut state, now);
         let mut item = state.queues.get_mut(&target)?.pop_front()?;
         item.deliveries += 1;
-        let lock_token = crate::errors::tracking_id();
+        let lock_token = crate::rest::errors::tracking_id();
         let received = ReceivedC2d {
             lock_token: lock_token.clone(),
             delivery_count: item.deliveries,

@@ -12,145 +12,25 @@ use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use percent_encoding::percent_decode_str;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::Shared;
+use super::answer::Answer;
+use super::errors::ServiceError;
+use super::log::{RequestLogEntry, redact_authorization, redact_body};
+use super::request::Req;
+use super::routes::{API_VERSIONS, Route};
 use crate::auth::AuthError;
-use crate::errors::{ServiceError, tracking_id};
-use crate::log::{RequestLogEntry, redact_authorization, redact_body};
-use crate::service::{API_VERSIONS, Route};
+use crate::hub::Shared;
 
 /// Largest request body accepted; larger ones get 413 MessageTooLarge.
 pub(crate) const MAX_BODY: usize = 512 * 1024;
-
-/// A request, read in full.
-pub(crate) struct Req {
-    pub(crate) method: Method,
-    /// The path as sent, still percent-encoded.
-    pub(crate) path: String,
-    pub(crate) query: String,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl Req {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// A query parameter, percent-decoded.
-    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| {
-                percent_decode_str(&v.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-        })
-    }
-
-    /// The decoded path segments, without the leading slash or one trailing slash.
-    pub(crate) fn segments(&self) -> Result<Vec<String>, ServiceError> {
-        let trimmed = self.path.strip_prefix('/').unwrap_or(&self.path);
-        let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-        trimmed
-            .split('/')
-            .map(|s| {
-                percent_decode_str(s)
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .map_err(|_| ServiceError::argument_invalid("The path is not valid UTF-8"))
-            })
-            .collect()
-    }
-}
-
-/// An answer before it is written.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) status: u16,
-    pub(crate) body: Option<Value>,
-    pub(crate) headers: Vec<(&'static str, String)>,
-}
-
-impl Answer {
-    pub(crate) fn json(status: u16, body: Value) -> Self {
-        Self {
-            status,
-            body: Some(body),
-            headers: Vec::new(),
-        }
-    }
-
-    pub(crate) fn empty(status: u16) -> Self {
-        Self {
-            status,
-            body: None,
-            headers: Vec::new(),
-        }
-    }
-
-    pub(crate) fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
-        self.headers.extend(headers);
-        self
-    }
-
-    pub(crate) fn error(e: &ServiceError) -> Self {
-        let mut headers = vec![("iothub-errorcode", e.name.to_owned())];
-        if let Some(secs) = e.retry_after {
-            headers.push(("retry-after", secs.to_string()));
-        }
-        Self {
-            status: e.status,
-            body: Some(e.body(&tracking_id(), Utc::now())),
-            headers,
-        }
-    }
-
-    fn into_response(self) -> Response<Full<Bytes>> {
-        let mut builder = Response::builder()
-            .status(self.status)
-            .header("x-ms-request-id", request_id());
-        let body = match &self.body {
-            Some(v) => {
-                builder = builder.header("content-type", "application/json; charset=utf-8");
-                Bytes::from(v.to_string())
-            }
-            None => Bytes::new(),
-        };
-        for (name, value) in &self.headers {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                builder = builder.header(*name, value);
-            }
-        }
-        builder
-            .body(Full::new(body))
-            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-    }
-}
-
-fn request_id() -> String {
-    let id = tracking_id();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &id[0..8],
-        &id[8..12],
-        &id[12..16],
-        &id[16..20],
-        &id[20..32]
-    )
-}
 
 /// Accepts connections until `shutdown` flips, then drops every open connection.
 pub(crate) async fn serve(
@@ -242,7 +122,7 @@ async fn handle(
         body,
     };
     if req.path == "/_emulator" || req.path.starts_with("/_emulator/") {
-        return crate::control::handle(&shared, &req).await.into_response();
+        return super::control::handle(&shared, &req).await.into_response();
     }
     let mut entry = log_entry(&req);
     let answer = match service(&shared, &req).await {
@@ -301,7 +181,7 @@ async fn service(shared: &Shared, req: &Req) -> Result<Flow, ServiceError> {
         }
         None => {}
     }
-    let answer = crate::service::handle(shared, route, req).await;
+    let answer = super::routes::handle(shared, route, req).await;
     if decision.drop_after {
         return Ok(Flow::Drop);
     }

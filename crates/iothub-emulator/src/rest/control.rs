@@ -6,13 +6,13 @@
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::Shared;
-use crate::errors::ServiceError;
+use super::answer::Answer;
+use super::errors::ServiceError;
+use super::request::Req;
 use crate::faults::FaultConfig;
-use crate::http::{Answer, Req};
-use crate::ids::{check_device_id, check_module_id};
-use crate::methods::MethodResponse;
-use crate::twin::TwinChange;
+use crate::hub::Shared;
+use crate::state::identity::{check_device_id, check_module_id};
+use crate::state::methods::MethodResponse;
 
 /// Answers one control request.
 pub(crate) async fn handle(shared: &Shared, req: &Req) -> Answer {
@@ -168,62 +168,5 @@ fn receive(shared: &Shared, id: &str, mid: Option<&str>) -> Answer {
     match shared.c2d.receive(id, mid) {
         Some(received) => Answer::json(200, json!(received)),
         None => Answer::empty(204),
-    }
-}
-
-impl Shared {
-    /// Queues the file-upload notification the service sends when a device finishes an
-    /// upload.
-    pub(crate) fn file_uploaded(
-        &self,
-        id: &str,
-        blob_name: &str,
-        size: u64,
-    ) -> Result<(), ServiceError> {
-        if !self.store.read().contains_key(id) {
-            return Err(ServiceError::device_not_found(id));
-        }
-        let now = crate::errors::service_time(chrono::Utc::now());
-        let blob = format!("{id}/{blob_name}");
-        self.c2d.notify_file_upload(json!({
-            "deviceId": id,
-            "blobUri": format!("https://{}.blob.core.windows.net/fileupload/{blob}", self.hub_name),
-            "blobName": blob,
-            "lastUpdatedTime": now,
-            "blobSizeInBytes": size,
-            "enqueuedTimeUtc": now,
-        }));
-        Ok(())
-    }
-
-    /// A device or module connecting (`true`) or disconnecting.
-    pub(crate) fn set_connected(
-        &self,
-        id: &str,
-        mid: Option<&str>,
-        connected: bool,
-    ) -> Result<(), ServiceError> {
-        let mut tx = self.store.begin();
-        tx.set_connected(id, mid, connected)?;
-        tx.commit()?;
-        if connected {
-            // Wake method calls waiting for their connect timeout.
-            self.methods.connected.notify_waiters();
-        }
-        Ok(())
-    }
-
-    /// A device or module reporting properties; answers the new twin.
-    pub(crate) fn report(
-        &self,
-        id: &str,
-        mid: Option<&str>,
-        patch: &Value,
-    ) -> Result<Value, ServiceError> {
-        let patch = TwinChange::reported_patch(patch)?;
-        let mut tx = self.store.begin();
-        let twin = tx.report(id, mid, &patch)?;
-        tx.commit()?;
-        Ok(twin)
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::errors::ServiceError;
+use crate::rest::errors::ServiceError;
 
 /// Size limit of `tags`, in bytes of compact JSON.
 pub(crate) const MAX_TAGS_BYTES: usize = 8 * 1024;
@@ -110,7 +110,7 @@ impl TwinState {
 
     /// The twin etag.
     pub(crate) fn etag(&self) -> String {
-        crate::etag::twin_etag(self.version)
+        crate::state::etag::twin_etag(self.version)
     }
 
     /// PATCH: merges tags and desired properties; `null` removes a key.

@@ -4,18 +4,18 @@
 use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
 use iothub_rest_gen::IotDateTime;
-use iothub_rest_gen::types::{self as wire, AuthenticationType, ConnectionState, DeviceStatus};
+use iothub_rest_gen::types::{self as wire, ConnectionState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::errors::ServiceError;
-use crate::etag::{IfMatch, identity_etag};
-use crate::persist::Persist;
-use crate::twin::{TwinChange, TwinState};
+use super::identity::{DeviceInput, ModuleInput, default_auth};
+use super::render::render_twin;
+use crate::rest::errors::ServiceError;
+use crate::state::etag::{IfMatch, identity_etag};
+use crate::state::persist::Persist;
+use crate::state::twin::{TwinChange, TwinState};
 
 /// System modules the service creates with every IoT Edge device.
 const EDGE_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];
@@ -43,18 +43,12 @@ pub(crate) struct Store {
 
 /// Timestamps as the service writes them in twin metadata.
 pub(crate) fn now_string() -> String {
-    crate::errors::service_time(Utc::now())
+    crate::rest::errors::service_time(Utc::now())
 }
 
 fn generation_id() -> String {
     // The service's look: an 18-digit decimal number.
     fastrand::u64(100_000_000_000_000_000..1_000_000_000_000_000_000).to_string()
-}
-
-fn random_key() -> String {
-    let mut bytes = [0u8; 32];
-    bytes.iter_mut().for_each(|b| *b = fastrand::u8(..));
-    STANDARD.encode(bytes)
 }
 
 impl Store {
@@ -566,247 +560,12 @@ fn module_entry(module: wire::Module, now: &str) -> ModuleEntry {
     }
 }
 
-/// The twin document of a device (`mid == None`) or one of its modules, as GET /twins answers.
-/// Panics never: a missing module renders the device twin (callers check first).
-pub(crate) fn render_twin(entry: &DeviceEntry, mid: Option<&str>) -> Value {
-    let d = &entry.device;
-    let auth_type =
-        |a: &Option<wire::AuthenticationMechanism>| a.as_ref().and_then(|a| a.type_.clone());
-    let thumbprint = |a: &Option<wire::AuthenticationMechanism>| {
-        Some(
-            a.as_ref()
-                .and_then(|a| a.x509_thumbprint.clone())
-                .unwrap_or_default(),
-        )
-    };
-    let (twin, module) = match mid.and_then(|m| entry.modules.get(m)) {
-        Some(m) => (&m.twin, Some(&m.module)),
-        None => (&entry.twin, None),
-    };
-    let properties = Some(wire::TwinProperties {
-        desired: twin.desired.render(true),
-        reported: twin.reported.render(false),
-    });
-    let doc = match module {
-        None => wire::Twin {
-            authentication_type: auth_type(&d.authentication),
-            capabilities: d.capabilities.clone(),
-            cloud_to_device_message_count: d.cloud_to_device_message_count,
-            connection_state: d.connection_state.clone(),
-            device_etag: d.etag.clone(),
-            device_id: d.device_id.clone(),
-            device_scope: d.device_scope.clone(),
-            etag: Some(twin.etag()),
-            last_activity_time: d.last_activity_time,
-            module_id: None,
-            parent_scopes: d.parent_scopes.clone(),
-            properties,
-            status: d.status.clone(),
-            status_reason: d.status_reason.clone(),
-            status_update_time: d.status_updated_time,
-            tags: twin.tags.clone(),
-            version: Some(i64::try_from(twin.version).unwrap_or(i64::MAX)),
-            x509_thumbprint: thumbprint(&d.authentication),
-        },
-        Some(m) => wire::Twin {
-            authentication_type: auth_type(&m.authentication),
-            cloud_to_device_message_count: m.cloud_to_device_message_count,
-            connection_state: m.connection_state.clone(),
-            device_etag: m.etag.clone(),
-            device_id: m.device_id.clone(),
-            etag: Some(twin.etag()),
-            last_activity_time: m.last_activity_time,
-            module_id: m.module_id.clone(),
-            properties,
-            status: Some(DeviceStatus::Enabled),
-            status_update_time: Some(IotDateTime::never()),
-            tags: twin.tags.clone(),
-            version: Some(i64::try_from(twin.version).unwrap_or(i64::MAX)),
-            x509_thumbprint: thumbprint(&m.authentication),
-            ..Default::default()
-        },
-    };
-    serde_json::to_value(doc).unwrap_or(Value::Null)
-}
-
-/// The mutable fields of a device, validated.
-struct DeviceInput {
-    status: DeviceStatus,
-    status_reason: Option<String>,
-    authentication: wire::AuthenticationMechanism,
-    iot_edge: bool,
-    device_scope: Option<String>,
-    parent_scopes: Vec<String>,
-}
-
-impl DeviceInput {
-    fn from_body(id: &str, body: &Value) -> Result<Self, ServiceError> {
-        let device: wire::Device = parse_model(body, "device")?;
-        if let Some(body_id) = device.device_id.as_deref()
-            && body_id != id
-        {
-            return Err(ServiceError::argument_invalid(format!(
-                "The deviceId in the body ('{body_id}') does not match the one in the URL ('{id}')"
-            )));
-        }
-        Ok(Self {
-            status: parse_status(device.status.as_ref())?,
-            status_reason: check_reason(device.status_reason)?,
-            authentication: check_auth(device.authentication)?,
-            iot_edge: device
-                .capabilities
-                .and_then(|c| c.iot_edge)
-                .unwrap_or(false),
-            device_scope: device.device_scope,
-            parent_scopes: device.parent_scopes,
-        })
-    }
-
-    fn from_import(e: &wire::ExportImportDevice) -> Result<Self, ServiceError> {
-        Ok(Self {
-            status: parse_status(e.status.as_ref())?,
-            status_reason: check_reason(e.status_reason.clone())?,
-            authentication: check_auth(e.authentication.clone())?,
-            iot_edge: e
-                .capabilities
-                .as_ref()
-                .and_then(|c| c.iot_edge)
-                .unwrap_or(false),
-            device_scope: e.device_scope.clone(),
-            parent_scopes: e.parent_scopes.clone(),
-        })
-    }
-}
-
-/// The mutable fields of a module, validated.
-struct ModuleInput {
-    authentication: wire::AuthenticationMechanism,
-    managed_by: Option<String>,
-}
-
-impl ModuleInput {
-    fn from_body(id: &str, mid: &str, body: &Value) -> Result<Self, ServiceError> {
-        let module: wire::Module = parse_model(body, "module")?;
-        if module.device_id.as_deref().is_some_and(|d| d != id)
-            || module.module_id.as_deref().is_some_and(|m| m != mid)
-        {
-            return Err(ServiceError::argument_invalid(
-                "The deviceId or moduleId in the body does not match the URL",
-            ));
-        }
-        Ok(Self {
-            authentication: check_auth(module.authentication)?,
-            managed_by: module.managed_by,
-        })
-    }
-}
-
-/// Deserialises a request body into a generated model, with the service's 400 on failure.
-pub(crate) fn parse_model<T: serde::de::DeserializeOwned>(
-    body: &Value,
-    what: &str,
-) -> Result<T, ServiceError> {
-    if !body.is_object() {
-        return Err(ServiceError::argument_invalid(format!(
-            "The {what} must be a JSON object"
-        )));
-    }
-    serde_json::from_value(body.clone())
-        .map_err(|e| ServiceError::argument_invalid(format!("Invalid {what}: {e}")))
-}
-
-fn parse_status(status: Option<&DeviceStatus>) -> Result<DeviceStatus, ServiceError> {
-    match status.map(|s| s.as_str().to_ascii_lowercase()) {
-        None => Ok(DeviceStatus::Enabled),
-        Some(s) if s == "enabled" => Ok(DeviceStatus::Enabled),
-        Some(s) if s == "disabled" => Ok(DeviceStatus::Disabled),
-        Some(s) => Err(ServiceError::argument_invalid(format!(
-            "Invalid device status '{s}': expected enabled or disabled"
-        ))),
-    }
-}
-
-fn check_reason(reason: Option<String>) -> Result<Option<String>, ServiceError> {
-    match reason {
-        Some(r) if r.len() > 128 => Err(ServiceError::argument_invalid(
-            "statusReason is at most 128 characters",
-        )),
-        other => Ok(other),
-    }
-}
-
-fn default_auth() -> Result<wire::AuthenticationMechanism, ServiceError> {
-    check_auth(None)
-}
-
-/// Fills in generated keys and checks what the caller gave, as the service does.
-fn check_auth(
-    auth: Option<wire::AuthenticationMechanism>,
-) -> Result<wire::AuthenticationMechanism, ServiceError> {
-    let mut auth = auth.unwrap_or_default();
-    let kind = auth
-        .type_
-        .as_ref()
-        .map_or("sas".to_owned(), |t| t.as_str().to_owned());
-    match kind.as_str() {
-        "sas" => {
-            let keys = auth.symmetric_key.get_or_insert_with(Default::default);
-            for key in [&mut keys.primary_key, &mut keys.secondary_key] {
-                match key.as_deref() {
-                    None | Some("") => *key = Some(random_key()),
-                    Some(k) => check_key(k)?,
-                }
-            }
-            auth.x509_thumbprint = None;
-            auth.type_ = Some(AuthenticationType::Sas);
-        }
-        "selfSigned" => {
-            let thumbs = auth.x509_thumbprint.get_or_insert_with(Default::default);
-            let primary = thumbs.primary_thumbprint.as_deref().unwrap_or_default();
-            if !is_thumbprint(primary) {
-                return Err(ServiceError::argument_invalid(
-                    "A self-signed device needs a primary thumbprint of 40 or 64 hex digits",
-                ));
-            }
-            if let Some(secondary) = thumbs.secondary_thumbprint.as_deref()
-                && !secondary.is_empty()
-                && !is_thumbprint(secondary)
-            {
-                return Err(ServiceError::argument_invalid(
-                    "The secondary thumbprint must have 40 or 64 hex digits",
-                ));
-            }
-            auth.symmetric_key = None;
-        }
-        "certificateAuthority" | "none" => {
-            auth.symmetric_key = None;
-            auth.x509_thumbprint = None;
-        }
-        other => {
-            return Err(ServiceError::argument_invalid(format!(
-                "Invalid authentication type '{other}'"
-            )));
-        }
-    }
-    Ok(auth)
-}
-
-fn check_key(key: &str) -> Result<(), ServiceError> {
-    match STANDARD.decode(key) {
-        Ok(bytes) if (16..=64).contains(&bytes.len()) => Ok(()),
-        _ => Err(ServiceError::argument_invalid(
-            "A symmetric key must be base64 of 16 to 64 bytes",
-        )),
-    }
-}
-
-fn is_thumbprint(t: &str) -> bool {
-    matches!(t.len(), 40 | 64) && t.chars().all(|c| c.is_ascii_hexdigit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use iothub_rest_gen::types::DeviceStatus;
     use serde_json::json;
 
     fn store() -> Store {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 use crate::Error;
-use crate::store::DeviceEntry;
+use crate::state::store::DeviceEntry;
 
 const DEVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("devices");
 

@@ -1,0 +1,83 @@
+//! [`Shared`]: the hub's state shared by every connection (registry, policies, request
+//! log, faults, direct methods, cloud-to-device queues), and what emulated devices do to it
+//! (connect, report properties, finish a file upload) for the control API and [`Emulator`].
+//!
+//! [`Emulator`]: crate::Emulator
+
+use serde_json::{Value, json};
+
+use crate::rest::errors::ServiceError;
+use crate::rest::log;
+use crate::state::twin::TwinChange;
+use crate::state::{c2d, methods, store};
+use crate::{amqp, auth, faults};
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) store: store::Store,
+    pub(crate) auth: auth::Authenticator,
+    pub(crate) log: log::RequestLog,
+    pub(crate) faults: faults::Faults,
+    pub(crate) methods: methods::Methods,
+    pub(crate) c2d: c2d::C2d,
+    pub(crate) hub_name: String,
+    pub(crate) host_name: String,
+    pub(crate) amqp: amqp::Endpoint,
+}
+
+impl Shared {
+    /// Queues the file-upload notification the service sends when a device finishes an
+    /// upload.
+    pub(crate) fn file_uploaded(
+        &self,
+        id: &str,
+        blob_name: &str,
+        size: u64,
+    ) -> Result<(), ServiceError> {
+        if !self.store.read().contains_key(id) {
+            return Err(ServiceError::device_not_found(id));
+        }
+        let now = crate::rest::errors::service_time(chrono::Utc::now());
+        let blob = format!("{id}/{blob_name}");
+        self.c2d.notify_file_upload(json!({
+            "deviceId": id,
+            "blobUri": format!("https://{}.blob.core.windows.net/fileupload/{blob}", self.hub_name),
+            "blobName": blob,
+            "lastUpdatedTime": now,
+            "blobSizeInBytes": size,
+            "enqueuedTimeUtc": now,
+        }));
+        Ok(())
+    }
+
+    /// A device or module connecting (`true`) or disconnecting.
+    pub(crate) fn set_connected(
+        &self,
+        id: &str,
+        mid: Option<&str>,
+        connected: bool,
+    ) -> Result<(), ServiceError> {
+        let mut tx = self.store.begin();
+        tx.set_connected(id, mid, connected)?;
+        tx.commit()?;
+        if connected {
+            // Wake method calls waiting for their connect timeout.
+            self.methods.connected.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// A device or module reporting properties; answers the new twin.
+    pub(crate) fn report(
+        &self,
+        id: &str,
+        mid: Option<&str>,
+        patch: &Value,
+    ) -> Result<Value, ServiceError> {
+        let patch = TwinChange::reported_patch(patch)?;
+        let mut tx = self.store.begin();
+        let twin = tx.report(id, mid, &patch)?;
+        tx.commit()?;
+        Ok(twin)
+    }
+}

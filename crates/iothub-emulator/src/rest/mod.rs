@@ -1,0 +1,29 @@
+//! The service's REST API (api-version 2021-04-12) over HTTP(S), and the control API beside
+//! it.
+//!
+//! - `server.rs`: accept loop, connections and TLS, and the pipeline every request goes
+//!   through (routing, authentication, api-version, fault injection, request log).
+//! - `request.rs` and `answer.rs`: a request read in full, and the answer before it is written.
+//! - `routes.rs`: the [`routes::Route`] of each operation, its permissions and throttling
+//!   class, the accepted api-versions, and the dispatch to the handlers.
+//! - One handler module per resource: `devices.rs` (`/devices`, list and bulk included),
+//!   `modules.rs` (`/devices/{id}/modules`), `commands.rs` (`/devices/{id}/commands`),
+//!   `twins.rs` (`/twins`), `query.rs` (`/devices/query`), `methods.rs` (direct methods,
+//!   `/twins/{id}/methods`) and `statistics.rs` (`/statistics`).
+//! - `control.rs`: the emulator's own API under `/_emulator/`.
+//! - `errors.rs`: the service's error answers; `log.rs`: the request log.
+
+mod answer;
+mod commands;
+mod control;
+mod devices;
+pub(crate) mod errors;
+pub(crate) mod log;
+mod methods;
+mod modules;
+mod query;
+mod request;
+mod routes;
+pub(crate) mod server;
+mod statistics;
+mod twins;

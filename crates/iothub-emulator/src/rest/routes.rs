@@ -1,0 +1,207 @@
+//! Routing: the [`Route`] of each service operation with its decoded ids, the permissions
+//! and throttling class of each, the api-versions answered, and [`handle`], which runs an
+//! operation by calling its resource's handler module.
+
+use hyper::Method;
+
+use super::answer::Answer;
+use super::errors::ServiceError;
+use super::request::Req;
+use super::{commands, devices, methods, modules, query, statistics, twins};
+use crate::auth::Permission;
+use crate::faults::OpClass;
+use crate::hub::Shared;
+use crate::state::identity::{check_device_id, check_module_id};
+
+/// api-versions the emulator answers; others get 400 InvalidProtocolVersion.
+pub(crate) const API_VERSIONS: &[&str] = &[
+    "2018-06-30",
+    "2019-03-30",
+    "2019-10-01",
+    "2020-03-13",
+    "2020-09-30",
+    "2021-04-12",
+];
+
+/// A service operation, with its decoded ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    ListDevices,
+    Bulk,
+    Query,
+    GetDevice(String),
+    PutDevice(String),
+    DeleteDevice(String),
+    ListModules(String),
+    GetModule(String, String),
+    PutModule(String, String),
+    DeleteModule(String, String),
+    Purge(String),
+    GetTwin(String, Option<String>),
+    UpdateTwin(String, Option<String>, bool),
+    Invoke(String, Option<String>),
+    DeviceStats,
+    ServiceStats,
+}
+
+impl Route {
+    /// Matches a request line; ids are checked here so that handlers see valid ones.
+    pub(crate) fn parse(method: &Method, segs: &[String]) -> Result<Self, ServiceError> {
+        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let m = method.as_str();
+        let id = |i: usize| -> Result<String, ServiceError> {
+            check_device_id(s[i])?;
+            Ok(s[i].to_owned())
+        };
+        let mid = |i: usize| -> Result<String, ServiceError> {
+            check_module_id(s[i])?;
+            Ok(s[i].to_owned())
+        };
+        let route = match (m, s.as_slice()) {
+            ("GET", ["devices"]) => Self::ListDevices,
+            ("POST", ["devices"]) => Self::Bulk,
+            ("POST", ["devices", "query"]) => Self::Query,
+            ("GET", ["devices", _]) => Self::GetDevice(id(1)?),
+            ("PUT", ["devices", _]) => Self::PutDevice(id(1)?),
+            ("DELETE", ["devices", _]) => Self::DeleteDevice(id(1)?),
+            ("GET", ["devices", _, "modules"]) => Self::ListModules(id(1)?),
+            ("GET", ["devices", _, "modules", _]) => Self::GetModule(id(1)?, mid(3)?),
+            ("PUT", ["devices", _, "modules", _]) => Self::PutModule(id(1)?, mid(3)?),
+            ("DELETE", ["devices", _, "modules", _]) => Self::DeleteModule(id(1)?, mid(3)?),
+            ("DELETE", ["devices", _, "commands"]) => Self::Purge(id(1)?),
+            ("GET", ["twins", _]) => Self::GetTwin(id(1)?, None),
+            ("PATCH", ["twins", _]) => Self::UpdateTwin(id(1)?, None, false),
+            ("PUT", ["twins", _]) => Self::UpdateTwin(id(1)?, None, true),
+            ("GET", ["twins", _, "modules", _]) => Self::GetTwin(id(1)?, Some(mid(3)?)),
+            ("PATCH", ["twins", _, "modules", _]) => Self::UpdateTwin(id(1)?, Some(mid(3)?), false),
+            ("PUT", ["twins", _, "modules", _]) => Self::UpdateTwin(id(1)?, Some(mid(3)?), true),
+            ("POST", ["twins", _, "methods"]) => Self::Invoke(id(1)?, None),
+            ("POST", ["twins", _, "modules", _, "methods"]) => Self::Invoke(id(1)?, Some(mid(3)?)),
+            ("GET", ["statistics", "devices"]) => Self::DeviceStats,
+            ("GET", ["statistics", "service"]) => Self::ServiceStats,
+            (
+                _,
+                ["devices"]
+                | ["devices", "query"]
+                | ["devices", _]
+                | ["devices", _, "modules"]
+                | ["devices", _, "modules", _]
+                | ["devices", _, "commands"]
+                | ["twins", _]
+                | ["twins", _, "modules", _]
+                | ["twins", _, "methods"]
+                | ["twins", _, "modules", _, "methods"]
+                | ["statistics", "devices" | "service"],
+            ) => {
+                return Err(ServiceError::method_not_allowed(format!(
+                    "The requested resource does not support http method '{m}'."
+                )));
+            }
+            _ => {
+                return Err(ServiceError::not_found(
+                    "The requested resource does not exist on this hub.",
+                ));
+            }
+        };
+        Ok(route)
+    }
+
+    /// The permissions that allow this operation (any one of them).
+    pub(crate) fn permissions(&self) -> &'static [Permission] {
+        use Permission::{RegistryRead, RegistryWrite, ServiceConnect};
+        match self {
+            Self::ListDevices
+            | Self::GetDevice(_)
+            | Self::ListModules(_)
+            | Self::GetModule(..)
+            | Self::DeviceStats => &[RegistryRead],
+            Self::Bulk
+            | Self::PutDevice(_)
+            | Self::DeleteDevice(_)
+            | Self::PutModule(..)
+            | Self::DeleteModule(..) => &[RegistryWrite],
+            Self::Query | Self::GetTwin(..) => &[RegistryRead, ServiceConnect],
+            Self::UpdateTwin(..) => &[RegistryWrite, ServiceConnect],
+            Self::Invoke(..) | Self::Purge(_) | Self::ServiceStats => &[ServiceConnect],
+        }
+    }
+
+    /// The throttling class.
+    pub(crate) fn class(&self) -> OpClass {
+        match self {
+            Self::ListDevices
+            | Self::Bulk
+            | Self::GetDevice(_)
+            | Self::PutDevice(_)
+            | Self::DeleteDevice(_)
+            | Self::ListModules(_)
+            | Self::GetModule(..)
+            | Self::PutModule(..)
+            | Self::DeleteModule(..) => OpClass::Registry,
+            Self::Query => OpClass::Query,
+            Self::GetTwin(..) => OpClass::TwinRead,
+            Self::UpdateTwin(..) => OpClass::TwinUpdate,
+            Self::Invoke(..) => OpClass::Method,
+            Self::Purge(_) | Self::DeviceStats | Self::ServiceStats => OpClass::Other,
+        }
+    }
+}
+
+/// Runs one operation.
+pub(crate) async fn handle(
+    shared: &Shared,
+    route: Route,
+    req: &Req,
+) -> Result<Answer, ServiceError> {
+    match route {
+        Route::ListDevices => devices::list_devices(shared, req),
+        Route::GetDevice(id) => devices::get_device(shared, id),
+        Route::PutDevice(id) => devices::put_device(shared, id, req),
+        Route::DeleteDevice(id) => devices::delete_device(shared, id, req),
+        Route::ListModules(id) => modules::list_modules(shared, id),
+        Route::GetModule(id, mid) => modules::get_module(shared, id, mid),
+        Route::PutModule(id, mid) => modules::put_module(shared, id, mid, req),
+        Route::DeleteModule(id, mid) => modules::delete_module(shared, id, mid, req),
+        Route::Purge(id) => commands::purge(shared, id),
+        Route::GetTwin(id, mid) => twins::get_twin(shared, id, mid),
+        Route::UpdateTwin(id, mid, replace) => twins::update_twin(shared, id, mid, replace, req),
+        Route::Bulk => devices::bulk(shared, req),
+        Route::Query => query::query(shared, req),
+        Route::Invoke(id, mid) => methods::invoke(shared, &id, mid.as_deref(), req).await,
+        Route::DeviceStats => statistics::device_stats(shared),
+        Route::ServiceStats => statistics::service_stats(shared),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(path: &str) -> Vec<String> {
+        path.split('/').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn routes_and_permissions() {
+        let r = Route::parse(&Method::GET, &segs("devices/d1")).unwrap();
+        assert_eq!(r, Route::GetDevice("d1".into()));
+        assert_eq!(r.permissions(), &[Permission::RegistryRead]);
+        let r = Route::parse(&Method::POST, &segs("devices/query")).unwrap();
+        assert_eq!(r, Route::Query);
+        // A device may be called "query": only POST is the query operation.
+        assert_eq!(
+            Route::parse(&Method::GET, &segs("devices/query")).unwrap(),
+            Route::GetDevice("query".into())
+        );
+        assert_eq!(
+            Route::parse(&Method::PATCH, &segs("twins/d/modules/$edgeAgent")).unwrap(),
+            Route::UpdateTwin("d".into(), Some("$edgeAgent".into()), false)
+        );
+        let e = Route::parse(&Method::POST, &segs("devices/d1")).unwrap_err();
+        assert_eq!(e.status, 405);
+        let e = Route::parse(&Method::GET, &segs("nope")).unwrap_err();
+        assert_eq!(e.status, 404);
+        let e = Route::parse(&Method::GET, &segs("devices/a b")).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+}
