@@ -1,8 +1,13 @@
 //! Service errors as IoT Hub writes them: the `iothub-errorcode` header with the symbolic
-//! name, and one of the two body shapes recorded in `error-codes.md` (shape A for the
-//! registry and twins, shape B for direct methods).
+//! name, and one of the two body shapes the service uses (shape A, `ErrorCode:<Name>;<text>`,
+//! for the registry and twins; shape B, a JSON string with the 6-digit `errorCode`, for direct
+//! methods; both are what the official SDKs' error parsers read).
+//!
+//! Which answer each situation gets is the emulator's own (independent of the SDK's beliefs);
+//! the code names, numbers and statuses come from the shared table in `iothub-rest-gen`.
 
 use chrono::{DateTime, Utc};
+use iothub_rest_gen::types::ErrorCode;
 use serde_json::{Value, json};
 
 /// Which body shape an error is written in.
@@ -29,11 +34,13 @@ pub(crate) struct ServiceError {
 }
 
 impl ServiceError {
-    fn new(status: u16, name: &'static str, number: u32, message: impl Into<String>) -> Self {
+    /// An error with `code`'s status and number from the shared table. Every constructor below
+    /// names a code the table numbers (a test checks each one).
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
-            name,
-            number,
+            status: code.status().unwrap_or(500),
+            name: static_name(&code),
+            number: code.number().unwrap_or(0),
             message: message.into(),
             shape: Shape::Legacy,
             info: json!({}),
@@ -49,42 +56,38 @@ impl ServiceError {
     }
 
     pub(crate) fn invalid_protocol_version(message: impl Into<String>) -> Self {
-        Self::new(400, "InvalidProtocolVersion", 400001, message)
+        Self::new(ErrorCode::InvalidProtocolVersion, message)
     }
     pub(crate) fn argument_invalid(message: impl Into<String>) -> Self {
-        Self::new(400, "ArgumentInvalid", 400004, message)
+        Self::new(ErrorCode::ArgumentInvalid, message)
     }
     pub(crate) fn argument_null(message: impl Into<String>) -> Self {
-        Self::new(400, "ArgumentNull", 400005, message)
+        Self::new(ErrorCode::ArgumentNull, message)
     }
     pub(crate) fn format_error(message: impl Into<String>) -> Self {
-        Self::new(400, "IotHubFormatError", 400006, message)
+        Self::new(ErrorCode::IotHubFormatError, message)
     }
     pub(crate) fn device_defined_multiple_times(message: impl Into<String>) -> Self {
-        Self::new(400, "DeviceDefinedMultipleTimes", 400011, message)
+        Self::new(ErrorCode::DeviceDefinedMultipleTimes, message)
     }
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(401, "IotHubUnauthorizedAccess", 401002, message)
+        Self::new(ErrorCode::IotHubUnauthorizedAccess, message)
     }
     pub(crate) fn device_not_found(device_id: &str) -> Self {
-        Self::new(404, "DeviceNotFound", 404001, device_id)
+        Self::new(ErrorCode::DeviceNotFound, device_id)
     }
     pub(crate) fn module_not_found(device_id: &str, module_id: &str) -> Self {
         Self::new(
-            404,
-            "ModuleNotFound",
-            404010,
+            ErrorCode::ModuleNotFound,
             format!("Module {module_id} on device {device_id} not found"),
         )
     }
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, "GenericNotFound", 404000, message)
+        Self::new(ErrorCode::GenericNotFound, message)
     }
     pub(crate) fn device_not_online(device_id: &str, timeout_secs: u64) -> Self {
         Self::new(
-            404,
-            "DeviceNotOnline",
-            404103,
+            ErrorCode::DeviceNotOnline,
             format!(
                 "The operation failed because the requested device isn't online or hasn't registered the direct method callback. Device: {device_id}"
             ),
@@ -92,54 +95,46 @@ impl ServiceError {
         .nested(json!({ "timeout": hms(timeout_secs) }))
     }
     pub(crate) fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(405, "GenericMethodNotAllowed", 405000, message)
+        Self::new(ErrorCode::GenericMethodNotAllowed, message)
     }
     pub(crate) fn device_already_exists(device_id: &str) -> Self {
         Self::new(
-            409,
-            "DeviceAlreadyExists",
-            409001,
+            ErrorCode::DeviceAlreadyExists,
             format!("A device with ID '{device_id}' is already registered."),
         )
     }
     pub(crate) fn module_already_exists(device_id: &str, module_id: &str) -> Self {
         Self::new(
-            409,
-            "ModuleAlreadyExistsOnDevice",
-            409301,
+            ErrorCode::ModuleAlreadyExistsOnDevice,
             format!("A module with ID '{module_id}' already exists on device '{device_id}'."),
         )
     }
     pub(crate) fn precondition_failed(message: impl Into<String>) -> Self {
-        Self::new(412, "PreconditionFailed", 412001, message)
+        Self::new(ErrorCode::PreconditionFailed, message)
     }
     pub(crate) fn message_too_large(message: impl Into<String>) -> Self {
-        Self::new(413, "MessageTooLarge", 413001, message)
+        Self::new(ErrorCode::MessageTooLarge, message)
     }
     pub(crate) fn too_many_devices(message: impl Into<String>) -> Self {
-        Self::new(413, "TooManyDevices", 413002, message)
+        Self::new(ErrorCode::TooManyDevices, message)
     }
     pub(crate) fn throttled(retry_after: u64) -> Self {
         let mut e = Self::new(
-            429,
-            "ThrottlingException",
-            429001,
+            ErrorCode::ThrottlingException,
             format!("The request has been throttled. Wait {retry_after} seconds and try again."),
         );
         e.retry_after = Some(retry_after);
         e
     }
     pub(crate) fn server_error(message: impl Into<String>) -> Self {
-        Self::new(500, "ServerError", 500001, message)
+        Self::new(ErrorCode::ServerError, message)
     }
     pub(crate) fn service_unavailable(message: impl Into<String>) -> Self {
-        Self::new(503, "ServiceUnavailable", 503001, message)
+        Self::new(ErrorCode::ServiceUnavailable, message)
     }
     pub(crate) fn gateway_timeout() -> Self {
         Self::new(
-            504,
-            "GatewayTimeout",
-            504101,
+            ErrorCode::GatewayTimeout,
             "Timed out waiting for the response from device.",
         )
         .nested(json!({}))
@@ -166,6 +161,15 @@ impl ServiceError {
             }
         }
     }
+}
+
+/// The name of a known code as a `&'static str` (the spec's enum spells every one).
+fn static_name(code: &ErrorCode) -> &'static str {
+    ErrorCode::KNOWN
+        .iter()
+        .find(|known| **known == code.as_str())
+        .copied()
+        .unwrap_or("ServerError")
 }
 
 /// ISO-8601 UTC with 7 fractional digits (.NET ticks), as the service writes times.
@@ -228,5 +232,126 @@ mod tests {
         let id = tracking_id();
         assert_eq!(id.len(), 32);
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn every_answer_has_the_status_name_and_number_the_service_uses() {
+        for (error, status, name, number) in [
+            (
+                ServiceError::invalid_protocol_version("m"),
+                400,
+                "InvalidProtocolVersion",
+                400001,
+            ),
+            (
+                ServiceError::argument_invalid("m"),
+                400,
+                "ArgumentInvalid",
+                400004,
+            ),
+            (
+                ServiceError::argument_null("m"),
+                400,
+                "ArgumentNull",
+                400005,
+            ),
+            (
+                ServiceError::format_error("m"),
+                400,
+                "IotHubFormatError",
+                400006,
+            ),
+            (
+                ServiceError::device_defined_multiple_times("m"),
+                400,
+                "DeviceDefinedMultipleTimes",
+                400011,
+            ),
+            (
+                ServiceError::unauthorized("m"),
+                401,
+                "IotHubUnauthorizedAccess",
+                401002,
+            ),
+            (
+                ServiceError::device_not_found("d"),
+                404,
+                "DeviceNotFound",
+                404001,
+            ),
+            (
+                ServiceError::module_not_found("d", "m"),
+                404,
+                "ModuleNotFound",
+                404010,
+            ),
+            (ServiceError::not_found("m"), 404, "GenericNotFound", 404000),
+            (
+                ServiceError::device_not_online("d", 30),
+                404,
+                "DeviceNotOnline",
+                404103,
+            ),
+            (
+                ServiceError::method_not_allowed("m"),
+                405,
+                "GenericMethodNotAllowed",
+                405000,
+            ),
+            (
+                ServiceError::device_already_exists("d"),
+                409,
+                "DeviceAlreadyExists",
+                409001,
+            ),
+            (
+                ServiceError::module_already_exists("d", "m"),
+                409,
+                "ModuleAlreadyExistsOnDevice",
+                409301,
+            ),
+            (
+                ServiceError::precondition_failed("m"),
+                412,
+                "PreconditionFailed",
+                412001,
+            ),
+            (
+                ServiceError::message_too_large("m"),
+                413,
+                "MessageTooLarge",
+                413001,
+            ),
+            (
+                ServiceError::too_many_devices("m"),
+                413,
+                "TooManyDevices",
+                413002,
+            ),
+            (
+                ServiceError::throttled(1),
+                429,
+                "ThrottlingException",
+                429001,
+            ),
+            (ServiceError::server_error("m"), 500, "ServerError", 500001),
+            (
+                ServiceError::service_unavailable("m"),
+                503,
+                "ServiceUnavailable",
+                503001,
+            ),
+            (
+                ServiceError::gateway_timeout(),
+                504,
+                "GatewayTimeout",
+                504101,
+            ),
+        ] {
+            assert_eq!(
+                (error.status, error.name, error.number),
+                (status, name, number)
+            );
+        }
     }
 }
