@@ -1,5 +1,5 @@
-//! Our fixes to the converted spec. Each one says why it is needed; the details are in
-//! `rest-spec.md` sections 4-8 of the team's reference notes.
+//! Our fixes to the converted spec. Each one says why it is needed, with the evidence: what the
+//! service sends, and what the official SDKs (Python's `azure-iot-hub` 2.7.0 first) accept.
 //!
 //! A fix that does not find what it expects fails, so a changed upstream spec is looked at by
 //! a person instead of being patched blindly.

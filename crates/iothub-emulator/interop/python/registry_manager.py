@@ -19,7 +19,8 @@ import uuid
 import certifi
 import requests
 
-# uamqp trusts only certifi's bundle (python-sdk.md §8): point it at the emulator's CA.
+# uamqp (the AMQP library of azure-iot-hub 2.7.0) trusts only certifi's bundle, not the system
+# store or REQUESTS_CA_BUNDLE, and the SDK passes no `verify=`: point certifi at the emulator's CA.
 certifi.where = lambda: os.environ["AMQP_CA_BUNDLE"]
 
 from azure.iot.hub import IoTHubRegistryManager  # noqa: E402

@@ -3,8 +3,11 @@
 //! or plain TCP when the emulator serves plain HTTP), and WebSockets on the HTTPS port.
 //!
 //! Authentication is IoT Hub's: SASL `MSSBCBS`/`ANONYMOUS` or none, then a `$cbs` put-token;
-//! or SASL `PLAIN` with a SAS token as password. Everything the SDKs are known to do
-//! differently is accepted (see `shared/reference/amqp.md` in the project).
+//! or SASL `PLAIN` with a SAS token as password. What the official service SDKs do
+//! differently is accepted: the C# and Node (`azure-iothub`, on rhea) SDKs send no SASL layer
+//! and put a token on `$cbs`, Java sends SASL `ANONYMOUS`, Python's uamqp (azure-iot-hub 2.7.0)
+//! sends `MSSBCBS` with an empty initial response, and older SDKs sent a SAS token over
+//! `PLAIN` as `{policy}@sas.root.{hub}`. Every SDK reads the CBS `status-code` as an AMQP int.
 
 mod access;
 mod address;

@@ -16,7 +16,9 @@ pub(crate) enum IfMatch {
 
 impl IfMatch {
     /// Reads the header value. Only quoted etags are conditions: the service ignored unquoted
-    /// ones (error-codes.md §5), and `""` is what clients send to mean "create".
+    /// ones (reported in Azure/azure-iot-sdk-node#606, azure-iot-sdk-java#574 and
+    /// azure-iot-sdk-python#716, and why the SDKs now quote etags), and `""` is what clients
+    /// send to mean "create" (the Azure SDK for .NET's recorded IoT Hub tests).
     pub(crate) fn parse(header: Option<&str>) -> Self {
         let Some(raw) = header.map(str::trim) else {
             return Self::Absent;
