@@ -5,6 +5,7 @@ mod connection_string;
 mod credential;
 mod error;
 mod host;
+pub mod ids;
 mod key;
 mod sas;
 mod secret;
