@@ -6,7 +6,6 @@ mod connection;
 mod error;
 mod feedback;
 mod file_notification;
-mod ids;
 mod inbox;
 mod keepalive;
 mod link;

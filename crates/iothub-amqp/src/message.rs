@@ -10,9 +10,9 @@ use fe2o3_amqp::types::messaging::{
     ApplicationProperties, Data, Message as AmqpMessage, MessageId, Properties,
 };
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Timestamp};
+use iothub_auth::ids::{check_device_id, check_module_id};
 
 use crate::error::{Error, Result};
-use crate::ids::validate_id;
 
 /// The largest body the hub accepts for a cloud-to-device message: 64 KB.
 pub const MAX_BODY_SIZE: usize = 64 * 1024;
@@ -407,17 +407,21 @@ impl MessageBuilder {
     /// # Errors
     ///
     /// - [`Error::InvalidArgument`] for a device or module id that the hub would refuse (1–128
-    ///   characters of `A-Za-z0-9-:.+%_#*?!(),=@;$'`), an empty message id, or a bad property or
-    ///   expiry;
+    ///   characters of `A-Za-z0-9-:.+%_#*?!(),=@;$'`, and not `.` or `..`; the rules of
+    ///   [`iothub_auth::ids`]), an empty message id, or a bad property or expiry;
     /// - [`Error::BodyTooLarge`] for a body over [`MAX_BODY_SIZE`].
     pub fn build(self) -> Result<Message> {
         if let Some(error) = self.error {
             return Err(error);
         }
         let mut message = self.message;
-        validate_id("device_id", &message.device_id)?;
+        // The SDK's one set of id rules: an id goes into the `to` address verbatim, as the
+        // Python reference sends it, so a `/` (or a lone `.` or `..`) must never get through.
+        check_device_id(&message.device_id)
+            .map_err(|error| Error::invalid("device_id", error.to_string()))?;
         if let Some(module) = &message.module_id {
-            validate_id("module_id", module)?;
+            check_module_id(module)
+                .map_err(|error| Error::invalid("module_id", error.to_string()))?;
         }
         if message.body.len() > MAX_BODY_SIZE {
             return Err(Error::BodyTooLarge {
@@ -602,6 +606,68 @@ mod tests {
                 .build(),
             "property",
         );
+    }
+
+    fn id_reason(id: &str) -> String {
+        match Message::builder(id).build() {
+            Err(Error::InvalidArgument { argument, reason }) => {
+                assert_eq!(argument, "device_id");
+                reason
+            }
+            other => panic!("{id:?}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn allowed_ids_pass() {
+        for id in [
+            "sensor-1",
+            "-:.+%_#*?!(),=@;$'",
+            "$edgeHub",
+            &"a".repeat(128),
+            "ABCxyz019",
+        ] {
+            Message::builder(id)
+                .build()
+                .unwrap_or_else(|e| panic!("{id:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_ids_say_why() {
+        assert_eq!(id_reason(""), "must not be empty");
+        assert!(id_reason("a/b").contains("'/' (U+002F) at index 1"));
+        assert!(id_reason("dev 1").contains("' '"));
+        assert!(id_reason("hüb").contains("U+00FC"));
+        assert_eq!(
+            id_reason(&"a".repeat(129)),
+            "is 129 characters long; at most 128 are allowed"
+        );
+    }
+
+    #[test]
+    fn dot_segment_ids_are_refused_before_sending() {
+        for id in [".", ".."] {
+            let error = Message::builder(id).build().unwrap_err();
+            assert!(
+                matches!(&error, Error::InvalidArgument { argument: "device_id", reason }
+                    if reason.contains("URL normalisation")),
+                "{id:?}: {error:?}"
+            );
+            let error = Message::builder("d").module(id).build().unwrap_err();
+            assert!(
+                matches!(
+                    &error,
+                    Error::InvalidArgument {
+                        argument: "module_id",
+                        ..
+                    }
+                ),
+                "{id:?}: {error:?}"
+            );
+        }
+        // Dots inside an id are fine.
+        Message::builder("...").module("a..b").build().unwrap();
     }
 
     #[test]
