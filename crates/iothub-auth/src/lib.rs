@@ -7,6 +7,7 @@ mod error;
 mod host;
 pub mod ids;
 mod key;
+pub mod network;
 mod sas;
 mod secret;
 
