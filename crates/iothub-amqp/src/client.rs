@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fe2o3_amqp::link::Receiver;
 use iothub_auth::Credential;
+use iothub_auth::network::{NetworkError, NetworkOptions, ProxySetting};
 use tokio::sync::{Mutex, RwLock, watch};
 use tokio::time::timeout;
 
@@ -94,8 +95,8 @@ impl ServiceClient {
             credential,
             transport: Transport::Amqp,
             port: None,
-            proxy: None,
-            roots_pem: Vec::new(),
+            network: NetworkOptions::default(),
+            network_error: None,
             keep_alive: DEFAULT_KEEP_ALIVE,
             send_timeout: DEFAULT_SEND_TIMEOUT,
         }
@@ -287,8 +288,9 @@ pub struct ServiceClientBuilder {
     credential: Credential,
     transport: Transport,
     port: Option<u16>,
-    proxy: Option<String>,
-    roots_pem: Vec<Vec<u8>>,
+    network: NetworkOptions,
+    // The first PEM or proxy URL refused by the methods below; `build` reports it.
+    network_error: Option<NetworkError>,
     keep_alive: Duration,
     send_timeout: Duration,
 }
@@ -310,7 +312,9 @@ impl ServiceClientBuilder {
     /// Trusts the certificates of a PEM document as roots, besides Mozilla's (e.g. an
     /// emulator's CA or a TLS-inspecting proxy's). May be called several times.
     pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.roots_pem.push(pem.as_ref().to_vec());
+        if let Err(error) = self.network.add_root_certificates_pem(pem) {
+            self.network_error.get_or_insert(error);
+        }
         self
     }
 
@@ -318,7 +322,22 @@ impl ServiceClientBuilder {
     /// `http://[user:password@]host[:port]`. Works with both transports; proxies usually only
     /// allow port 443, i.e. [`Transport::WebSocket`].
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
-        self.proxy = Some(url.into());
+        match ProxySetting::url(&url.into()) {
+            Ok(proxy) => self.network.set_proxy(proxy),
+            Err(error) => {
+                self.network_error.get_or_insert(error);
+            }
+        }
+        self
+    }
+
+    /// Replaces the extra root certificates and the proxy with these (the options the SDK's
+    /// HTTPS client takes too). Roots are trusted besides Mozilla's. Only an explicit proxy
+    /// ([`ProxySetting::Url`], which must be `http://`) is used, as with
+    /// [`proxy`](Self::proxy); [`ProxySetting::Environment`] and [`ProxySetting::None`] both
+    /// connect directly, since this client does not read the proxy environment variables.
+    pub fn network_options(mut self, network: NetworkOptions) -> Self {
+        self.network = network;
         self
     }
 
@@ -340,19 +359,24 @@ impl ServiceClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Configuration`] for a PEM without certificates, a proxy URL that is not
-    /// `http://`, or a zero keep-alive or timeout.
+    /// [`Error::Configuration`] for a PEM without certificates, a root that is not a usable
+    /// certificate, a proxy URL that is not `http://`, or a zero keep-alive or timeout.
     pub fn build(self) -> Result<ServiceClient> {
         if self.keep_alive.is_zero() || self.send_timeout.is_zero() {
             return Err(Error::Configuration {
                 reason: "the keep-alive interval and the send timeout must not be zero".into(),
             });
         }
-        let proxy = self.proxy.as_deref().map(Proxy::parse).transpose()?;
-        let mut extra_roots = Vec::new();
-        for pem in &self.roots_pem {
-            extra_roots.extend(tls::parse_pem(pem)?);
+        if let Some(error) = self.network_error {
+            return Err(Error::Configuration {
+                reason: error.to_string(),
+            });
         }
+        let proxy = match self.network.proxy() {
+            ProxySetting::Url(url) => Some(Proxy::from_url(url)?),
+            ProxySetting::Environment | ProxySetting::None => None,
+        };
+        let extra_roots = self.network.root_certificates().to_vec();
         let tls_config = OnceLock::new();
         if !extra_roots.is_empty() {
             // Reports an unusable certificate now rather than on the first send.
@@ -431,6 +455,52 @@ mod tests {
             text.contains("hub.example") && text.contains("proxy"),
             "{text}"
         );
+        assert!(
+            !text.contains("hunter2") && !text.contains("AAECAw"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn network_options_give_the_roots_and_only_an_explicit_proxy() {
+        let mut network = NetworkOptions::new();
+        network.set_proxy(ProxySetting::url("http://user:hunter2@proxy.example:3128").unwrap());
+        let client = ServiceClient::builder(credential("h"))
+            .transport(Transport::WebSocket)
+            .network_options(network.clone())
+            .build()
+            .unwrap();
+        let endpoint = |client: &ServiceClient| {
+            let settings = &client.shared.settings;
+            settings.proxy.as_ref().map(Proxy::endpoint)
+        };
+        assert_eq!(endpoint(&client).as_deref(), Some("proxy.example:3128"));
+        // The environment is not read: both connect directly, as without options.
+        for setting in [ProxySetting::Environment, ProxySetting::None] {
+            network.set_proxy(setting);
+            let client = ServiceClient::builder(credential("h"))
+                .network_options(network.clone())
+                .build()
+                .unwrap();
+            assert_eq!(endpoint(&client), None);
+            assert!(client.shared.settings.extra_roots.is_empty());
+        }
+        // The builder's own methods apply after the options, in order.
+        let client = ServiceClient::builder(credential("h"))
+            .network_options(network)
+            .proxy("proxy.example:8080")
+            .build()
+            .unwrap();
+        assert_eq!(endpoint(&client).as_deref(), Some("proxy.example:8080"));
+    }
+
+    #[test]
+    fn the_builder_shows_no_proxy_password() {
+        let builder = ServiceClient::builder(credential("hub.example"))
+            .proxy("http://user:hunter2@proxy:3128")
+            .add_root_certificate_pem("not a pem");
+        let text = format!("{builder:?}");
+        assert!(text.contains("proxy:3128"), "{text}");
         assert!(
             !text.contains("hunter2") && !text.contains("AAECAw"),
             "{text}"

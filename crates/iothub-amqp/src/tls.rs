@@ -3,11 +3,10 @@
 //!
 //! rustls with the aws-lc-rs provider, as in the rest of the workspace; trust is the Mozilla
 //! roots of `webpki-roots` plus any roots the user adds (an emulator's CA, a corporate
-//! TLS-inspecting proxy's CA).
+//! TLS-inspecting proxy's CA), parsed from PEM by `iothub_auth::network::NetworkOptions`.
 
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,21 +14,6 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, Result};
-
-/// Parses every certificate in a PEM document.
-pub(crate) fn parse_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
-    let certificates = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| Error::Configuration {
-            reason: format!("the root certificate PEM could not be read: {error}"),
-        })?;
-    if certificates.is_empty() {
-        return Err(Error::Configuration {
-            reason: "the root certificate PEM holds no certificate".to_owned(),
-        });
-    }
-    Ok(certificates)
-}
 
 /// The client configuration: Mozilla roots plus `extra_roots`.
 pub(crate) fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>> {
@@ -98,12 +82,22 @@ mod tests {
 
     #[test]
     fn bad_pem_is_a_configuration_error() {
+        let cs: iothub_auth::ConnectionString = "HostName=h;SharedAccessKeyName=service;\
+                                                 SharedAccessKey=AAECAwQFBgcICQoLDA0ODw=="
+            .parse()
+            .unwrap();
         for pem in [
             &b""[..],
             b"not a pem",
             b"-----BEGIN CERTIFICATE-----\n!!!\n",
+            // PEM, but the DER inside is no certificate.
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         ] {
-            assert!(matches!(parse_pem(pem), Err(Error::Configuration { .. })));
+            let built =
+                crate::ServiceClient::builder(iothub_auth::Credential::from_connection_string(&cs))
+                    .add_root_certificate_pem(pem)
+                    .build();
+            assert!(matches!(built, Err(Error::Configuration { .. })));
         }
     }
 

@@ -23,9 +23,10 @@ pub use devices::MAX_DEVICES_PER_LIST;
 pub use error::{Error, Result, ServiceError};
 pub use etag::{ETag, IfMatch};
 pub use identity::{DeviceOptions, SasKeys, X509Thumbprints};
-pub use manager::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, RegistryManager, RegistryManagerBuilder,
-};
+// Declared where the HTTP client is built; `RegistryManagerBuilder::connect_timeout` defaults
+// to it.
+pub use iothub_rest_gen::DEFAULT_CONNECT_TIMEOUT;
+pub use manager::{DEFAULT_TIMEOUT, RegistryManager, RegistryManagerBuilder};
 pub use query::{Query, QueryPage};
 pub use retry::{ExponentialRetry, NoRetry, RetryClass, RetryContext, RetryPolicy};
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iothub_amqp::{ServiceClient, Transport};
+use iothub_auth::network::{NetworkError, NetworkOptions, ProxySetting};
 use iothub_auth::{ConnectionString, Credential, HostName};
-use iothub_rest_gen::Client;
+use iothub_rest_gen::{BuildError, Client, DEFAULT_CONNECT_TIMEOUT};
 use serde::Serialize;
 use tracing::Instrument;
 
@@ -18,9 +19,6 @@ use crate::retry::{ExponentialRetry, RetryContext, RetryPolicy};
 /// ([`RegistryManagerBuilder::timeout`], [`RegistryManager::with_timeout`]). Direct methods
 /// derive theirs from the method's own timeouts instead.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Connect timeout of the HTTP client the builder makes.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Rust counterpart of Python's `IoTHubRegistryManager`: device and module identities,
 /// twins, queries, statistics, bulk registry operations and direct methods of one IoT Hub.
@@ -85,8 +83,8 @@ impl RegistryManager {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             user_agent_suffix: None,
             http_client: None,
-            proxy: ProxySetting::Environment,
-            roots_pem: Vec::new(),
+            network: NetworkOptions::default(),
+            network_error: None,
             amqp_transport: Transport::Amqp,
             amqp_port: None,
             c2d_client: None,
@@ -230,14 +228,6 @@ impl<'a> Call<'a> {
     }
 }
 
-#[derive(Debug, Clone)]
-enum ProxySetting {
-    /// reqwest's default: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`.
-    Environment,
-    Url(String),
-    None,
-}
-
 /// Configures a [`RegistryManager`]; see [`RegistryManager::builder`].
 #[derive(Debug)]
 #[must_use = "call .build() to get a RegistryManager"]
@@ -252,8 +242,10 @@ pub struct RegistryManagerBuilder {
     connect_timeout: Duration,
     user_agent_suffix: Option<String>,
     http_client: Option<reqwest::Client>,
-    proxy: ProxySetting,
-    roots_pem: Vec<Vec<u8>>,
+    /// Extra roots and the proxy, for the REST client and the AMQP one.
+    network: NetworkOptions,
+    /// The first root certificate PEM or proxy URL refused; `build` reports it.
+    network_error: Option<NetworkError>,
     amqp_transport: Transport,
     amqp_port: Option<u16>,
     c2d_client: Option<ServiceClient>,
@@ -300,7 +292,8 @@ impl RegistryManagerBuilder {
         self
     }
 
-    /// Connect timeout of the HTTP client (default 30 s); ignored with [`Self::http_client`].
+    /// Connect timeout of the HTTP client (default [`DEFAULT_CONNECT_TIMEOUT`], 30 s); ignored
+    /// with [`Self::http_client`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -323,13 +316,18 @@ impl RegistryManagerBuilder {
     /// Sends every request through this proxy (`http://proxy:8080`), instead of the one the
     /// standard environment variables name.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
-        self.proxy = ProxySetting::Url(url.into());
+        match ProxySetting::url(&url.into()) {
+            Ok(proxy) => self.network.set_proxy(proxy),
+            Err(error) => {
+                self.network_error.get_or_insert(error);
+            }
+        }
         self
     }
 
     /// Ignores proxy environment variables.
     pub fn no_proxy(mut self) -> Self {
-        self.proxy = ProxySetting::None;
+        self.network.set_proxy(ProxySetting::None);
         self
     }
 
@@ -351,7 +349,9 @@ impl RegistryManagerBuilder {
     /// # Ok(()) }
     /// ```
     pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        self.roots_pem.push(pem.as_ref().to_vec());
+        if let Err(error) = self.network.add_root_certificates_pem(pem) {
+            self.network_error.get_or_insert(error);
+        }
         self
     }
 
@@ -378,47 +378,52 @@ impl RegistryManagerBuilder {
     }
 
     /// Checks the settings and builds the manager. Sends nothing.
-    pub fn build(mut self) -> Result<RegistryManager> {
-        let http = match self.http_client.take() {
-            Some(client) => client,
-            None => self.make_http_client()?,
-        };
+    pub fn build(self) -> Result<RegistryManager> {
+        if let Some(error) = self.network_error {
+            return Err(network_error(error));
+        }
         let credential = match self.scope {
             Some(scope) => self.credential.with_scope(scope),
             None => self.credential,
         };
-        let c2d = match self.c2d_client {
-            Some(client) => client,
-            None => {
-                let mut amqp = ServiceClient::builder(credential.clone())
-                    .transport(self.amqp_transport)
-                    .send_timeout(self.timeout);
-                if let Some(port) = self.amqp_port {
-                    amqp = amqp.port(port);
-                }
-                for pem in &self.roots_pem {
-                    amqp = amqp.add_root_certificate_pem(pem);
-                }
-                if let (Transport::WebSocket, ProxySetting::Url(url)) =
-                    (self.amqp_transport, &self.proxy)
-                {
-                    amqp = amqp.proxy(url.as_str());
-                }
-                amqp.build().map_err(Error::from_amqp)?
-            }
-        };
+        // iothub-rest-gen's builder makes the HTTP client (connect timeout, user agent, roots,
+        // proxy) unless one is given.
         let endpoint = self
             .endpoint
             .unwrap_or_else(|| format!("https://{}", credential.host()));
         let mut rest = Client::builder(endpoint, credential.clone())
-            .http_client(http)
+            .connect_timeout(self.connect_timeout)
+            .network_options(self.network.clone())
             .allow_http_on_loopback(self.allow_http);
+        if let Some(suffix) = self.user_agent_suffix {
+            rest = rest.user_agent_suffix(suffix);
+        }
+        if let Some(client) = self.http_client {
+            rest = rest.http_client(client);
+        }
         if let Some(version) = self.api_version {
             rest = rest.api_version(version);
         }
-        let rest = rest
-            .build()
-            .map_err(|e| Error::configuration("invalid settings", e))?;
+        let rest = rest.build().map_err(build_error)?;
+        let c2d = match self.c2d_client {
+            Some(client) => client,
+            None => {
+                // The same roots. The proxy only with WebSockets, and only an explicit one (the
+                // AMQP client never reads the environment), as before the options were shared.
+                let mut network = self.network;
+                if self.amqp_transport != Transport::WebSocket {
+                    network.set_proxy(ProxySetting::None);
+                }
+                let mut amqp = ServiceClient::builder(credential.clone())
+                    .transport(self.amqp_transport)
+                    .send_timeout(self.timeout)
+                    .network_options(network);
+                if let Some(port) = self.amqp_port {
+                    amqp = amqp.port(port);
+                }
+                amqp.build().map_err(Error::from_amqp)?
+            }
+        };
         Ok(RegistryManager {
             rest,
             c2d,
@@ -427,42 +432,92 @@ impl RegistryManagerBuilder {
             timeout: self.timeout,
         })
     }
+}
 
-    fn user_agent(&self) -> String {
-        let base = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
-        match &self.user_agent_suffix {
-            Some(suffix) => format!("{base} {suffix}"),
-            None => base.to_owned(),
-        }
+/// A refused root certificate PEM or proxy URL, as [`Error::Configuration`].
+fn network_error(error: NetworkError) -> Error {
+    let reason = match &error {
+        NetworkError::NoCertificate => "a root certificate PEM holds no certificate",
+        NetworkError::InvalidProxyUrl(_) => "invalid proxy URL",
+        _ => "invalid root certificate PEM",
+    };
+    Error::configuration(reason, error)
+}
+
+/// Why the REST client could not be built, as [`Error::Configuration`].
+fn build_error(error: BuildError) -> Error {
+    let reason = match &error {
+        BuildError::Http(_) => "cannot build the HTTP client",
+        _ => "invalid settings",
+    };
+    Error::configuration(reason, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> RegistryManagerBuilder {
+        let cs: ConnectionString = "HostName=hub.azure-devices.net;SharedAccessKeyName=service;\
+                                    SharedAccessKey=AAECAwQFBgcICQoLDA0ODw=="
+            .parse()
+            .unwrap();
+        RegistryManager::builder(Credential::from_connection_string(&cs))
     }
 
-    fn make_http_client(&self) -> Result<reqwest::Client> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .user_agent(self.user_agent());
-        for pem in &self.roots_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::configuration("invalid root certificate PEM", e))?;
-            if certificates.is_empty() {
-                return Err(Error::Configuration {
-                    reason: "a root certificate PEM holds no certificate".into(),
-                    source: None,
-                });
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        builder = match &self.proxy {
-            ProxySetting::Environment => builder,
-            ProxySetting::None => builder.no_proxy(),
-            ProxySetting::Url(url) => builder.proxy(
-                reqwest::Proxy::all(url.as_str())
-                    .map_err(|e| Error::configuration("invalid proxy URL", e))?,
-            ),
+    #[test]
+    fn amqp_takes_only_an_explicit_proxy_and_only_over_websockets() {
+        let amqp = |builder: RegistryManagerBuilder| format!("{:?}", builder.build().unwrap().c2d);
+        let proxied = |transport| {
+            amqp(
+                builder()
+                    .amqp_transport(transport)
+                    .proxy("proxy.example:8080"),
+            )
         };
-        builder
-            .build()
-            .map_err(|e| Error::configuration("cannot build the HTTP client", e))
+        assert!(proxied(Transport::WebSocket).contains("proxy.example"));
+        assert!(!proxied(Transport::Amqp).contains("proxy.example"));
+        assert!(amqp(builder().amqp_transport(Transport::WebSocket)).contains("proxy: None"));
+    }
+
+    #[test]
+    fn refused_network_settings_are_configuration_errors() {
+        let reason = |builder: RegistryManagerBuilder| match builder.build() {
+            Err(Error::Configuration {
+                reason,
+                source: Some(source),
+            }) => {
+                assert!(source.is::<NetworkError>(), "{source:?}");
+                reason
+            }
+            other => panic!("expected Configuration, got {other:?}"),
+        };
+        assert_eq!(
+            reason(builder().add_root_certificate_pem("no certificate")),
+            "a root certificate PEM holds no certificate"
+        );
+        assert_eq!(
+            reason(builder().add_root_certificate_pem("-----BEGIN CERTIFICATE-----\n!!!\n")),
+            "invalid root certificate PEM"
+        );
+        assert_eq!(reason(builder().proxy("not a url")), "invalid proxy URL");
+        // The first refusal is the one reported, even when a later setting replaces it.
+        assert_eq!(
+            reason(builder().proxy("not a url").no_proxy()),
+            "invalid proxy URL"
+        );
+    }
+
+    #[test]
+    fn the_builder_shows_no_proxy_password() {
+        let shown = format!(
+            "{:?}",
+            builder().proxy("http://user:hunter2@proxy.example:8080")
+        );
+        assert!(shown.contains("proxy.example:8080"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("AAECAw"),
+            "{shown}"
+        );
     }
 }

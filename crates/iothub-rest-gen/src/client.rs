@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use iothub_auth::network::{NetworkOptions, ProxySetting};
 use iothub_auth::{ConnectionString, Credential};
 
 use crate::Client;
@@ -10,9 +11,13 @@ use crate::Client;
 /// The api-version this crate was generated from and sends by default.
 pub const API_VERSION: &str = "2021-04-12";
 
-/// Connect timeout of the HTTP client built by [`ClientBuilder`]. There is deliberately no
-/// total timeout: a direct method may legitimately take its connect timeout plus 300 s.
+/// Connect timeout of the HTTP client the SDK builds, unless configured otherwise
+/// ([`ClientBuilder::connect_timeout`]). There is deliberately no total timeout: a direct
+/// method may legitimately take its connect timeout plus 300 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `User-Agent` of the HTTP client built by [`ClientBuilder`], before any suffix.
+const USER_AGENT: &str = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
 
 /// What the generated [`Client`] carries for the request hook: the credential that signs
 /// every request and the api-version added to every URL.
@@ -66,7 +71,9 @@ pub enum BuildError {
     /// The api-version is empty or contains characters an api-version never has.
     #[error("invalid api-version {0:?}")]
     InvalidApiVersion(String),
-    /// The HTTP client could not be built (for example, no TLS roots).
+    /// The HTTP client could not be built (for example, no TLS roots, a root certificate
+    /// that is not a certificate, a proxy URL the HTTP client does not support, or a user
+    /// agent suffix that is not a valid header value).
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
 }
@@ -88,12 +95,19 @@ impl Client {
             context: ClientContext::new(credential),
             http_client: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            user_agent_suffix: None,
+            network: NetworkOptions::default(),
             allow_http: false,
         }
     }
 }
 
 /// Configures a [`Client`]; see [`Client::builder`].
+///
+/// Unless given one with [`http_client`](Self::http_client), it builds the HTTP client: the
+/// operating system's trusted roots plus any in the [`NetworkOptions`], their proxy setting, a
+/// connect timeout and no total timeout, and `User-Agent: iothub-rs/<version>[ <suffix>]`. It is
+/// the one place the SDK builds one.
 #[derive(Debug)]
 #[must_use = "call .build() to get a client"]
 pub struct ClientBuilder {
@@ -101,6 +115,8 @@ pub struct ClientBuilder {
     context: ClientContext,
     http_client: Option<reqwest::Client>,
     connect_timeout: Duration,
+    user_agent_suffix: Option<String>,
+    network: NetworkOptions,
     allow_http: bool,
 }
 
@@ -111,16 +127,33 @@ impl ClientBuilder {
         self
     }
 
-    /// Uses this HTTP client (proxy, TLS roots, timeouts are then yours). Avoid a total
-    /// timeout shorter than the direct methods you invoke.
+    /// Uses this HTTP client (proxy, TLS roots, timeouts and user agent are then yours, and
+    /// the settings below that shape the HTTP client are ignored). Avoid a total timeout
+    /// shorter than the direct methods you invoke.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
         self
     }
 
-    /// Connect timeout of the HTTP client this builder makes (default 30 s).
+    /// Connect timeout of the HTTP client this builder makes (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`], 30 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Appended to the `User-Agent` of the HTTP client this builder makes:
+    /// `iothub-rs/<version> <suffix>`.
+    pub fn user_agent_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.user_agent_suffix = Some(suffix.into());
+        self
+    }
+
+    /// Extra root certificates, trusted besides the operating system's, and the proxy of the
+    /// HTTP client this builder makes (default: none, and the proxy the environment
+    /// variables name).
+    pub fn network_options(mut self, network: NetworkOptions) -> Self {
+        self.network = network;
         self
     }
 
@@ -144,14 +177,40 @@ impl ClientBuilder {
         }
         let http = match self.http_client {
             Some(client) => client,
-            None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .user_agent(concat!("iothub-rs/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(BuildError::Http)?,
+            None => http_client(
+                self.connect_timeout,
+                self.user_agent_suffix.as_deref(),
+                &self.network,
+            )
+            .map_err(BuildError::Http)?,
         };
         Ok(Client::new_with_client(&endpoint, http, self.context))
     }
+}
+
+/// The HTTP client [`ClientBuilder`] makes.
+fn http_client(
+    connect_timeout: Duration,
+    user_agent_suffix: Option<&str>,
+    network: &NetworkOptions,
+) -> reqwest::Result<reqwest::Client> {
+    let user_agent = match user_agent_suffix {
+        Some(suffix) => format!("{USER_AGENT} {suffix}"),
+        None => USER_AGENT.to_owned(),
+    };
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .user_agent(user_agent);
+    for root in network.root_certificates() {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_der(root)?);
+    }
+    builder = match network.proxy() {
+        // reqwest's default (the `system-proxy` feature): the environment variables.
+        ProxySetting::Environment => builder,
+        ProxySetting::None => builder.no_proxy(),
+        ProxySetting::Url(url) => builder.proxy(reqwest::Proxy::all(url.as_str())?),
+    };
+    builder.build()
 }
 
 /// The endpoint without a trailing `/` (generated paths start with one).
@@ -195,6 +254,84 @@ fn is_loopback(url: &url::Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn credential() -> Credential {
+        let cs: ConnectionString = "HostName=hub.azure-devices.net;SharedAccessKeyName=service;\
+                                    SharedAccessKey=AAECAwQFBgcICQoLDA0ODw=="
+            .parse()
+            .unwrap();
+        Credential::from_connection_string(&cs)
+    }
+
+    #[tokio::test]
+    async fn the_client_made_here_names_the_sdk_and_uses_an_explicit_proxy() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+
+        // Nothing listens on the target; only the proxy can answer.
+        let proxy = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&proxy)
+            .await;
+        let mut network = NetworkOptions::new();
+        network.set_proxy(ProxySetting::url(&proxy.uri()).unwrap());
+        for (suffix, expected) in [
+            (None, USER_AGENT.to_owned()),
+            (
+                Some("fleet-tool/2.1"),
+                format!("{USER_AGENT} fleet-tool/2.1"),
+            ),
+        ] {
+            let http = http_client(DEFAULT_CONNECT_TIMEOUT, suffix, &network).unwrap();
+            let response = http.get("http://127.0.0.1:9/ping").send().await.unwrap();
+            assert_eq!(response.status(), 204);
+            let requests = proxy.received_requests().await.unwrap();
+            let request = requests.last().unwrap();
+            assert_eq!(request.url.path(), "/ping");
+            assert_eq!(request.headers["user-agent"], expected.as_str());
+        }
+        assert_eq!(USER_AGENT, concat!("iothub-rs/", env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn network_options_reach_the_http_client() {
+        // PEM that holds a "certificate" whose DER is not one: only the HTTP client sees that.
+        let mut network = NetworkOptions::new();
+        network
+            .add_root_certificates_pem(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            )
+            .unwrap();
+        let error = Client::builder("https://hub.azure-devices.net", credential())
+            .network_options(network.clone())
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, BuildError::Http(_)), "{error:?}");
+        // A client of one's own ignores them.
+        Client::builder("https://hub.azure-devices.net", credential())
+            .network_options(network)
+            .http_client(reqwest::Client::new())
+            .build()
+            .unwrap();
+
+        let mut network = NetworkOptions::new();
+        network.set_proxy(ProxySetting::None);
+        Client::builder("https://hub.azure-devices.net", credential())
+            .network_options(network)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent_suffix("tool/1")
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_user_agent_suffix_that_is_no_header_value_fails_the_build() {
+        let error = Client::builder("https://hub.azure-devices.net", credential())
+            .user_agent_suffix("bad\nagent")
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, BuildError::Http(_)), "{error:?}");
+    }
 
     #[test]
     fn endpoints() {
