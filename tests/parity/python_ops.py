@@ -1,6 +1,6 @@
 """The parity script: a fixed list of IoTHubRegistryManager calls with fixed inputs.
 
-tests/tests/parity.rs runs the same list through iothub-registry against another fresh
+tests/it/parity.rs runs the same list through iothub-registry against another fresh
 emulator and compares what each emulator received. Keep the two lists in the same order.
 Environment: IOTHUB_CONNECTION_STRING, REQUESTS_CA_BUNDLE. Prints "parity: N calls" (REST
 calls; the C2D sends are compared by what the emulator queued, not by its request log).
@@ -30,7 +30,8 @@ K2 = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
 T1 = "A" * 40
 T2 = "B" * 40
 
-# uamqp trusts only certifi's bundle (python-sdk.md section 8): point it at the emulator's CA.
+# uamqp 1.6.11, which azure-iot-hub 2.7.0 sends C2D with, trusts only the bundle at
+# certifi.where(), and the SDK offers no CA option for AMQP: point it at the emulator's CA.
 certifi.where = lambda: CA
 
 rm = IoTHubRegistryManager.from_connection_string(CS)

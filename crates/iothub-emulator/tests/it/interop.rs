@@ -1,0 +1,121 @@
+//! The official SDKs, unmodified, against the emulator: Python `azure-iot-hub` 2.7.0 and
+//! Node `azure-iothub` 1.16.x, each running its suite in `interop/`.
+//!
+//! Neither SDK can be pointed at an arbitrary port (Node's REST client only dials 443), so
+//! the emulator binds 443 (and 5671 for AMQP, which both SDKs dial for C2D) on a loopback
+//! address of this test's own, [`loopback::INTEROP`] (127.0.0.2), with a certificate for that
+//! address, and the two suites run one after the other. Locally a missing Python package,
+//! Node module or privilege to bind 443 skips with a message; with `CI=true` it fails.
+//!
+//! Each suite's summary line is also written to `CARGO_TARGET_TMPDIR/interop-<sdk>.txt`,
+//! which `.ci/run` prints and checks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use iothub_emulator::Emulator;
+use iothub_test_support::skip::skip;
+use iothub_test_support::{loopback, sdk};
+
+const TEST: &str = "interop::official_python_and_node_sdks_accept_the_emulator";
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+/// Runs a suite, prints its output, records and returns (passed, failed).
+fn run_suite(name: &str, mut cmd: Command) -> (u32, u32) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{name}: cannot run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let prefix = format!("{name}: ");
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{name} printed no summary"))
+        .to_owned();
+    std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("interop-{name}.txt")),
+        format!("{summary}\n"),
+    )
+    .unwrap();
+    let numbers: Vec<u32> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 2, "{summary}");
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test]
+async fn official_python_and_node_sdks_accept_the_emulator() {
+    let addr = SocketAddr::from((loopback::INTEROP, 443));
+    // The Python SDK always dials 5671 for C2D; Node's AMQP client does too.
+    let amqp_addr = SocketAddr::from((loopback::INTEROP, 5671));
+    let dir = tempfile::tempdir().unwrap();
+    let hub = match Emulator::builder()
+        .bind(addr)
+        .amqp_bind(amqp_addr)
+        .host_name(loopback::INTEROP.to_string())
+        .data_dir(dir.path())
+        .start()
+        .await
+    {
+        Ok(hub) => hub,
+        Err(e) => {
+            let why = format!("cannot bind {addr} and {amqp_addr} (binding 443 needs root): {e}");
+            return skip(TEST, &why);
+        }
+    };
+    let ca = hub.ca_certificate_path().unwrap().to_owned();
+    let cs = hub.connection_string();
+    assert!(cs.starts_with("HostName=127.0.0.2;"), "{cs}");
+
+    // Python: REQUESTS_CA_BUNDLE must replace any value the environment has.
+    match sdk::python() {
+        Some(py) => {
+            let mut cmd = Command::new(py);
+            cmd.arg(interop_dir().join("python/registry_manager.py"))
+                .env("IOTHUB_CONNECTION_STRING", &cs)
+                .env("REQUESTS_CA_BUNDLE", &ca)
+                // The suite points uamqp's CA lookup (certifi) at this for C2D.
+                .env("AMQP_CA_BUNDLE", &ca)
+                .env_remove("CURL_CA_BUNDLE")
+                .env("NO_PROXY", "*");
+            let (passed, failed) = tokio::task::spawn_blocking(move || run_suite("python", cmd))
+                .await
+                .unwrap();
+            assert_eq!(failed, 0, "python: {passed} passed, {failed} failed");
+            assert!(passed >= 20, "python ran only {passed} checks");
+        }
+        // Python missing: Node still runs.
+        None => skip(&format!("{TEST} (python)"), sdk::NO_PYTHON),
+    }
+
+    let node_dir = interop_dir().join("node");
+    if node_dir.join("node_modules/azure-iothub").exists() {
+        let mut cmd = Command::new("node");
+        cmd.arg(node_dir.join("registry.js"))
+            .current_dir(&node_dir)
+            .env("IOTHUB_CONNECTION_STRING", &cs)
+            .env("NODE_EXTRA_CA_CERTS", &ca)
+            .env("NO_PROXY", "*");
+        let (passed, failed) = tokio::task::spawn_blocking(move || run_suite("node", cmd))
+            .await
+            .unwrap();
+        assert_eq!(failed, 0, "node: {passed} passed, {failed} failed");
+        assert!(passed >= 13, "node ran only {passed} checks");
+    } else {
+        skip(
+            &format!("{TEST} (node)"),
+            "no azure-iothub in crates/iothub-emulator/interop/node/node_modules \
+             (npm ci --prefix crates/iothub-emulator/interop/node, as .ci/run does)",
+        );
+    }
+    hub.shutdown().await;
+}
