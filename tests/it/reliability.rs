@@ -71,7 +71,13 @@ struct Ledger {
 async fn worker(rm: RegistryManager, ledger: Arc<Mutex<Ledger>>, worker: usize, ops: usize) {
     let mut mine: Vec<String> = Vec::new();
     for i in 0..ops {
-        let op = i % 10;
+        let op = match i % 10 {
+            // Patches and deletes need a device of this worker's; until it has one, the
+            // iteration creates one instead, so that every iteration runs (and counts) an
+            // operation.
+            4..=7 if mine.is_empty() => 0,
+            op => op,
+        };
         let ok = match op {
             0..=3 => {
                 let id = format!("r-{worker}-{i}");
@@ -94,9 +100,7 @@ async fn worker(rm: RegistryManager, ledger: Arc<Mutex<Ledger>>, worker: usize, 
                 ok
             }
             4..=6 => {
-                let Some(id) = mine.get(i % mine.len().max(1)).cloned() else {
-                    continue;
-                };
+                let id = mine[i % mine.len()].clone();
                 let tag = format!("p{i}");
                 let result = async {
                     let twin = rm.get_twin(&id).await?;
@@ -116,7 +120,9 @@ async fn worker(rm: RegistryManager, ledger: Arc<Mutex<Ledger>>, worker: usize, 
                 result.is_ok()
             }
             7 => {
-                let Some(id) = mine.pop() else { continue };
+                let Some(id) = mine.pop() else {
+                    unreachable!("deletes run only when this worker has a device")
+                };
                 let ok = rm.delete_device(&id, IfMatch::Any).await.is_ok();
                 let mut l = ledger.lock().await;
                 if ok {
