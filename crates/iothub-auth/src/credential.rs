@@ -465,8 +465,6 @@ mod tests {
     use crate::error::SasTokenError;
     use azure_core::credentials::{AccessToken, TokenRequestOptions};
     use azure_core::error::ErrorKind;
-    use std::future::Future;
-    use std::pin::Pin;
     use std::sync::Mutex as StdMutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -527,41 +525,31 @@ mod tests {
         }
     }
 
-    // `TokenCredential` is an `#[async_trait]` trait; this is the signature that macro produces,
-    // written out so the crate needs no `async-trait` dependency just for tests.
+    #[async_trait::async_trait]
     impl TokenCredential for FakeAad {
-        fn get_token<'a, 'b, 'c, 'd, 'async_trait>(
-            &'a self,
-            scopes: &'b [&'c str],
-            _options: Option<TokenRequestOptions<'d>>,
-        ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
-        where
-            'a: 'async_trait,
-            'b: 'async_trait,
-            'c: 'async_trait,
-            'd: 'async_trait,
-            Self: 'async_trait,
-        {
-            Box::pin(async move {
-                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-                self.scopes
-                    .lock()
-                    .unwrap()
-                    .extend(scopes.iter().map(|s| s.to_string()));
-                if !self.delay.is_zero() {
-                    tokio::time::sleep(self.delay).await;
-                }
-                if self.fail {
-                    return Err(azure_core::Error::with_message(
-                        ErrorKind::Credential,
-                        "no credential configured",
-                    ));
-                }
-                let expires = self.clock.now() + self.lifetime;
-                let secs = expires.duration_since(UNIX_EPOCH).unwrap().as_secs();
-                let expires_on = OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
-                Ok(AccessToken::new(format!("jwt-{n}"), expires_on))
-            })
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.scopes
+                .lock()
+                .unwrap()
+                .extend(scopes.iter().map(|s| s.to_string()));
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if self.fail {
+                return Err(azure_core::Error::with_message(
+                    ErrorKind::Credential,
+                    "no credential configured",
+                ));
+            }
+            let expires = self.clock.now() + self.lifetime;
+            let secs = expires.duration_since(UNIX_EPOCH).unwrap().as_secs();
+            let expires_on = OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
+            Ok(AccessToken::new(format!("jwt-{n}"), expires_on))
         }
     }
 

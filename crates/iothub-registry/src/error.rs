@@ -267,14 +267,11 @@ mod tests {
     use crate::retry::RetryClass;
 
     pub(super) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        headers
+        let header = |(name, value): &(&str, &str)| {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            (name, HeaderValue::from_str(value).unwrap())
+        };
+        pairs.iter().map(header).collect()
     }
 
     pub(super) fn parse(status: u16, pairs: &[(&str, &str)], body: &[u8]) -> ServiceError {

@@ -1,8 +1,6 @@
 //! Test keys, SAS credentials built from them, and a fixed Azure AD token.
 
 use std::fmt::Display;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
@@ -52,30 +50,22 @@ impl FixedToken {
     }
 }
 
-// `TokenCredential` is an `#[async_trait]` trait and azure_core does not re-export the macro:
-// this is the signature the macro produces.
+// `TokenCredential` is an `#[async_trait]` trait; azure_core does not re-export the macro,
+// so it comes from the `async-trait` crate.
+#[async_trait::async_trait]
 impl TokenCredential for FixedToken {
-    fn get_token<'a, 'b, 'c, 'd, 'async_trait>(
-        &'a self,
-        scopes: &'b [&'c str],
-        _options: Option<TokenRequestOptions<'d>>,
-    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
-    where
-        'a: 'async_trait,
-        'b: 'async_trait,
-        'c: 'async_trait,
-        'd: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            self.scopes
-                .lock()
-                .expect("not poisoned")
-                .extend(scopes.iter().map(|s| s.to_string()));
-            Ok(AccessToken::new(
-                self.token.clone(),
-                OffsetDateTime::now_utc() + Duration::hours(1),
-            ))
-        })
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        self.scopes
+            .lock()
+            .expect("not poisoned")
+            .extend(scopes.iter().map(|s| s.to_string()));
+        Ok(AccessToken::new(
+            self.token.clone(),
+            OffsetDateTime::now_utc() + Duration::hours(1),
+        ))
     }
 }
