@@ -67,10 +67,8 @@ pub(crate) mod tests {
         }
         iothub_test_support::skip::skip(
             test,
-            &format!(
-                "the upstream spec is not at {} (pinned in openapi/upstream.toml)",
-                path.display()
-            ),
+            "the upstream spec is not in ../shared/upstream/ beside the checkout \
+             (`cargo xtask import` without --spec says where to get the pinned file)",
         );
         None
     }
