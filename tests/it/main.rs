@@ -7,3 +7,4 @@ mod registry_e2e;
 mod registry_emulator;
 mod reliability;
 mod rest_auth;
+mod secrets;

@@ -75,8 +75,8 @@ fn sas_entry(id: &str, mode: ImportMode) -> ExportImportDevice {
         authentication: Some(AuthenticationMechanism {
             type_: Some(AuthenticationType::Sas),
             symmetric_key: Some(SymmetricKey {
-                primary_key: Some(K1.to_owned()),
-                secondary_key: Some(K2.to_owned()),
+                primary_key: Some(K1.into()),
+                secondary_key: Some(K2.into()),
             }),
             x509_thumbprint: None,
         }),

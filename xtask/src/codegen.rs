@@ -53,6 +53,21 @@ pub(crate) fn render(layout: &Layout) -> Result<String> {
             "crate::IotDateTime",
             [TypeImpl::Display, TypeImpl::FromStr].into_iter(),
         );
+    // Secrets (marked by `fixes::mark_secrets`) get types whose Debug redacts them.
+    for (format, path) in [
+        (crate::fixes::SECRET_FORMAT, "crate::SecretString"),
+        (crate::fixes::SAS_URI_FORMAT, "crate::SasUri"),
+    ] {
+        settings.with_conversion(
+            SchemaObject {
+                instance_type: Some(InstanceType::String.into()),
+                format: Some(format.to_owned()),
+                ..Default::default()
+            },
+            path,
+            std::iter::empty(),
+        );
+    }
     for e in &enums {
         settings.with_replacement(
             &e.name,

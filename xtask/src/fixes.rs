@@ -26,7 +26,44 @@ pub(crate) const FIXES: &[Fix] = &[
     ("a bare object means any JSON", bare_objects_are_any_json),
     ("query results are any JSON", query_items_any_json),
     ("enums are named and open", name_enums),
+    ("secrets are marked for redacting types", mark_secrets),
 ];
+
+/// The `format` that makes codegen type a string as `iothub_rest_gen::SecretString`.
+pub(crate) const SECRET_FORMAT: &str = "iothub-secret";
+/// The `format` that makes codegen type a string as `iothub_rest_gen::SasUri`.
+pub(crate) const SAS_URI_FORMAT: &str = "iothub-sas-uri";
+
+/// Fields that carry a secret: (schema, property, format).
+const SECRETS: &[(&str, &str, &str)] = &[
+    ("SymmetricKey", "primaryKey", SECRET_FORMAT),
+    ("SymmetricKey", "secondaryKey", SECRET_FORMAT),
+    ("JobProperties", "inputBlobContainerUri", SAS_URI_FORMAT),
+    ("JobProperties", "outputBlobContainerUri", SAS_URI_FORMAT),
+];
+
+/// Device and module keys, and the container SAS URIs of import/export jobs (their `sig=` is a
+/// signature granting access to the storage account), are plain strings in the spec, so every
+/// generated model holding them would print them in `Debug`. Marking them with a format of our
+/// own lets codegen give them types that redact themselves (`SecretString`, `SasUri`) without
+/// editing the generated code. The wire is unchanged: both serialize as the plain string.
+fn mark_secrets(doc: &mut Value) -> Result<()> {
+    for (schema, property, format) in SECRETS {
+        let field = at(
+            doc,
+            &["components", "schemas", schema, "properties", property],
+        )?
+        .as_object_mut()
+        .ok_or_else(|| format!("{schema}.{property} is not an object"))?;
+        if field.get("type") != Some(&json!("string")) || field.contains_key("format") {
+            return Err(format!(
+                "{schema}.{property} is no longer a plain string: look at it again"
+            ));
+        }
+        field.insert("format".to_owned(), json!(format));
+    }
+    Ok(())
+}
 
 /// Applies every fix in order, then checks the invariant progenitor relies on.
 pub(crate) fn apply(doc: &mut Value) -> Result<()> {

@@ -233,6 +233,14 @@ pub(crate) mod tests {
             s["Device"]["properties"]["lastActivityTime"]["format"], "date-time",
             "dates keep their format; codegen maps them to IotDateTime"
         );
+        assert_eq!(
+            s["SymmetricKey"]["properties"]["primaryKey"]["format"],
+            "iothub-secret"
+        );
+        assert_eq!(
+            s["JobProperties"]["properties"]["outputBlobContainerUri"]["format"],
+            "iothub-sas-uri"
+        );
         let query = &doc["paths"]["/devices/query"]["post"]["responses"]["200"];
         assert_eq!(
             query["content"]["application/json"]["schema"]["items"],

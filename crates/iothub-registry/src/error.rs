@@ -66,7 +66,9 @@ pub enum Error {
         /// The HTTP status of the response, or 0 when it is not known (the generated client
         /// does not report it with a payload it could not decode).
         status: u16,
-        /// The body, as text (invalid UTF-8 replaced by U+FFFD).
+        /// The body, as text (invalid UTF-8 replaced by U+FFFD), with keys and signatures
+        /// replaced by `[REDACTED]` (see [`iothub_rest_gen::redact_secrets`]): a device's
+        /// body holds its keys, and this error is printed and logged.
         body: String,
         /// Why it did not decode.
         #[source]
@@ -184,6 +186,15 @@ impl Error {
         }
     }
 
+    /// A [`Error::Decode`], its body redacted.
+    pub(crate) fn decode(status: u16, body: &str, source: serde_json::Error) -> Self {
+        Error::Decode {
+            status,
+            body: iothub_rest_gen::redact_secrets(body),
+            source,
+        }
+    }
+
     /// A [`Error::Configuration`] with its cause.
     pub(crate) fn configuration(
         reason: impl Into<String>,
@@ -231,11 +242,9 @@ impl Error {
             Rest::CommunicationError(source)
             | Rest::ResponseBodyError(source)
             | Rest::InvalidUpgrade(source) => Error::Transport { source },
-            Rest::InvalidResponsePayload(body, source) => Error::Decode {
-                status: 0,
-                body: String::from_utf8_lossy(&body).into_owned(),
-                source,
-            },
+            Rest::InvalidResponsePayload(body, source) => {
+                Error::decode(0, &String::from_utf8_lossy(&body), source)
+            }
             Rest::InvalidRequest(reason) => Error::InvalidArgument {
                 argument: "request",
                 reason,

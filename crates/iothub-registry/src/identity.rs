@@ -138,8 +138,8 @@ impl Auth<'_> {
                 type_: Some(AuthenticationType::Sas),
                 // Sent even when both keys are left to the service: `"symmetricKey": {}`.
                 symmetric_key: Some(SymmetricKey {
-                    primary_key: keys.primary.clone(),
-                    secondary_key: keys.secondary.clone(),
+                    primary_key: keys.primary.clone().map(Into::into),
+                    secondary_key: keys.secondary.clone().map(Into::into),
                 }),
                 x509_thumbprint: None,
             },

@@ -810,7 +810,7 @@ pub mod types {
             rename = "inputBlobContainerUri",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub input_blob_container_uri: ::std::option::Option<::std::string::String>,
+        pub input_blob_container_uri: ::std::option::Option<crate::SasUri>,
         #[serde(
             rename = "inputBlobName",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -825,7 +825,7 @@ pub mod types {
             rename = "outputBlobContainerUri",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub output_blob_container_uri: ::std::option::Option<::std::string::String>,
+        pub output_blob_container_uri: ::std::option::Option<crate::SasUri>,
         #[serde(
             rename = "outputBlobName",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -1142,12 +1142,12 @@ pub mod types {
             rename = "primaryKey",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub primary_key: ::std::option::Option<::std::string::String>,
+        pub primary_key: ::std::option::Option<crate::SecretString>,
         #[serde(
             rename = "secondaryKey",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub secondary_key: ::std::option::Option<::std::string::String>,
+        pub secondary_key: ::std::option::Option<crate::SecretString>,
     }
     impl SymmetricKey {
         pub fn builder() -> builder::SymmetricKey {
@@ -3220,7 +3220,7 @@ pub mod types {
                 ::std::string::String,
             >,
             input_blob_container_uri: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<crate::SasUri>,
                 ::std::string::String,
             >,
             input_blob_name: ::std::result::Result<
@@ -3232,7 +3232,7 @@ pub mod types {
                 ::std::string::String,
             >,
             output_blob_container_uri: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<crate::SasUri>,
                 ::std::string::String,
             >,
             output_blob_name: ::std::result::Result<
@@ -3367,7 +3367,7 @@ pub mod types {
             }
             pub fn input_blob_container_uri<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<::std::option::Option<crate::SasUri>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.input_blob_container_uri = value
@@ -3407,7 +3407,7 @@ pub mod types {
             }
             pub fn output_blob_container_uri<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<::std::option::Option<crate::SasUri>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.output_blob_container_uri = value
@@ -4714,11 +4714,11 @@ pub mod types {
         #[derive(Clone, Debug)]
         pub struct SymmetricKey {
             primary_key: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<crate::SecretString>,
                 ::std::string::String,
             >,
             secondary_key: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<crate::SecretString>,
                 ::std::string::String,
             >,
         }
@@ -4733,7 +4733,7 @@ pub mod types {
         impl SymmetricKey {
             pub fn primary_key<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<::std::option::Option<crate::SecretString>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.primary_key = value
@@ -4745,7 +4745,7 @@ pub mod types {
             }
             pub fn secondary_key<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<::std::option::Option<crate::SecretString>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.secondary_key = value

@@ -8,6 +8,7 @@ mod error_codes;
 mod hooks;
 mod open_enum;
 mod retry_after;
+mod secret;
 mod service_error;
 
 #[allow(
@@ -26,4 +27,5 @@ pub use datetime::{IotDateTime, ParseDateTimeError};
 pub use generated::*;
 #[cfg(feature = "client")]
 pub use hooks::encode_path_segment;
+pub use secret::{SasUri, SecretString, redact_secrets};
 pub use service_error::{ERROR_CODE_HEADER, ServiceError};

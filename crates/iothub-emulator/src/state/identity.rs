@@ -165,8 +165,8 @@ fn check_auth(
         "sas" => {
             let keys = auth.symmetric_key.get_or_insert_with(Default::default);
             for key in [&mut keys.primary_key, &mut keys.secondary_key] {
-                match key.as_deref() {
-                    None | Some("") => *key = Some(random_key()),
+                match key.as_ref().map(|k| k.expose_secret()) {
+                    None | Some("") => *key = Some(random_key().into()),
                     Some(k) => check_key(k)?,
                 }
             }

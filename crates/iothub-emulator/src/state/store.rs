@@ -592,7 +592,10 @@ mod tests {
         assert!(d.last_activity_time.as_ref().unwrap().is_never());
         let keys = d.authentication.unwrap().symmetric_key.unwrap();
         assert_eq!(
-            STANDARD.decode(keys.primary_key.unwrap()).unwrap().len(),
+            STANDARD
+                .decode(keys.primary_key.unwrap().expose_secret())
+                .unwrap()
+                .len(),
             32
         );
         assert_eq!(d.generation_id.unwrap().len(), 18);
