@@ -279,6 +279,36 @@ async fn nothing_listening_is_a_retryable_connect_failure() {
 }
 
 #[tokio::test]
+async fn the_per_call_timeout_bounds_a_send() {
+    let emu = Emulator::builder().start().await.unwrap();
+    // A listener that accepts and never answers: the TLS handshake waits forever.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let rm = registry_builder(&emu, &emu.connection_string())
+        .amqp_port(port)
+        .retry_policy(NoRetry)
+        .build()
+        .unwrap();
+    let limit = Duration::from_millis(300);
+    let error = rm
+        .with_timeout(limit)
+        .send_c2d_message("anyone", "x", [("a", "b")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.c2d(), Some(C2dError::Timeout { after, sent: false }) if *after == limit),
+        "{error:?}"
+    );
+    held.abort();
+}
+
+#[tokio::test]
 async fn feedback_and_file_notifications_round_trip() {
     let (emu, rm) = start().await;
     device(&rm, "c2d-5").await;

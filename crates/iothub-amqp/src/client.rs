@@ -141,6 +141,18 @@ impl ServiceClient {
     /// [`Error::Protocol`], [`Error::Auth`], [`Error::Configuration`] for the rest;
     /// [`Error::Closed`] after [`close`](Self::close).
     pub async fn send(&self, message: &Message) -> Result<()> {
+        self.send_within(message, self.shared.settings.timeout)
+            .await
+    }
+
+    /// [`send`](Self::send) with another time limit than the client's
+    /// [`send_timeout`](ServiceClientBuilder::send_timeout) for this message: connecting
+    /// included, until the hub's outcome arrives.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send`](Self::send).
+    pub async fn send_within(&self, message: &Message, limit: Duration) -> Result<()> {
         let shared = &self.shared;
         let _in_flight = shared.in_flight.read().await;
         if shared.closed.load(Ordering::Acquire) {
@@ -148,7 +160,6 @@ impl ServiceClient {
         }
         let amqp = message.to_amqp();
         let sent = AtomicBool::new(false);
-        let limit = shared.settings.timeout;
         let attempt = async {
             let mut replaced = false;
             loop {
@@ -309,8 +320,8 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Trusts the certificates of a PEM document as roots, besides Mozilla's (e.g. an
-    /// emulator's CA or a TLS-inspecting proxy's). May be called several times.
+    /// Trusts the certificates of a PEM document as roots, besides the operating system's (e.g.
+    /// an emulator's CA or a TLS-inspecting proxy's). May be called several times.
     pub fn add_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
         if let Err(error) = self.network.add_root_certificates_pem(pem) {
             self.network_error.get_or_insert(error);
@@ -332,10 +343,13 @@ impl ServiceClientBuilder {
     }
 
     /// Replaces the extra root certificates and the proxy with these (the options the SDK's
-    /// HTTPS client takes too). Roots are trusted besides Mozilla's. Only an explicit proxy
-    /// ([`ProxySetting::Url`], which must be `http://`) is used, as with
-    /// [`proxy`](Self::proxy); [`ProxySetting::Environment`] and [`ProxySetting::None`] both
-    /// connect directly, since this client does not read the proxy environment variables.
+    /// HTTPS client takes too, so both trust and route alike). Roots are trusted besides the
+    /// operating system's. An explicit proxy ([`ProxySetting::Url`], which must be `http://`)
+    /// is used as with [`proxy`](Self::proxy). [`ProxySetting::Environment`] (the default)
+    /// applies to [`Transport::WebSocket`], which is HTTPS to the proxy: `HTTPS_PROXY`,
+    /// `ALL_PROXY` and `NO_PROXY`, read when the client is built, as the HTTPS client reads
+    /// them ([`ProxySetting::for_https`]); AMQP on port 5671 is not HTTPS and connects
+    /// directly, as with [`ProxySetting::None`].
     pub fn network_options(mut self, network: NetworkOptions) -> Self {
         self.network = network;
         self
@@ -372,9 +386,16 @@ impl ServiceClientBuilder {
                 reason: error.to_string(),
             });
         }
-        let proxy = match self.network.proxy() {
-            ProxySetting::Url(url) => Some(Proxy::from_url(url)?),
-            ProxySetting::Environment | ProxySetting::None => None,
+        let proxy = match (self.network.proxy(), self.transport) {
+            (ProxySetting::Url(url), _) => Some(Proxy::from_url(url)?),
+            (setting @ ProxySetting::Environment, Transport::WebSocket) => setting
+                .for_https(self.credential.host().host())
+                .map_err(|error| Error::Configuration {
+                    reason: error.to_string(),
+                })?
+                .map(|url| Proxy::from_url(&url))
+                .transpose()?,
+            (ProxySetting::Environment, Transport::Amqp) | (ProxySetting::None, _) => None,
         };
         let extra_roots = self.network.root_certificates().to_vec();
         let tls_config = OnceLock::new();
@@ -475,7 +496,7 @@ mod tests {
             settings.proxy.as_ref().map(Proxy::endpoint)
         };
         assert_eq!(endpoint(&client).as_deref(), Some("proxy.example:3128"));
-        // The environment is not read: both connect directly, as without options.
+        // Over AMQP on 5671 neither reads the environment: both connect directly.
         for setting in [ProxySetting::Environment, ProxySetting::None] {
             network.set_proxy(setting);
             let client = ServiceClient::builder(credential("h"))

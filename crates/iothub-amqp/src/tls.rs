@@ -1,38 +1,38 @@
 //! Implicit TLS, done here rather than by fe2o3-amqp, whose TLS first sends the AMQP TLS
 //! protocol header (`AMQP 2 1 0 0`) that Azure never expects.
 //!
-//! rustls with the aws-lc-rs provider, as in the rest of the workspace; trust is the Mozilla
-//! roots of `webpki-roots` plus any roots the user adds (an emulator's CA, a corporate
-//! TLS-inspecting proxy's CA), parsed from PEM by `iothub_auth::network::NetworkOptions`.
+//! rustls with the aws-lc-rs provider, as in the rest of the workspace. Trust is what the
+//! SDK's HTTPS client (reqwest) trusts, through the same verifier: the operating system's
+//! roots (`rustls-platform-verifier`; on Linux the system store, or `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` when set) plus any roots the user adds (an emulator's CA, a corporate
+//! TLS-inspecting proxy's CA), parsed from PEM by `iothub_auth::network::NetworkOptions`. So
+//! behind a TLS-inspecting proxy whose CA the machine trusts, C2D works wherever REST does.
 
 use std::sync::Arc;
 
+use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls_platform_verifier::Verifier;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, Result};
 
-/// The client configuration: Mozilla roots plus `extra_roots`.
+/// The client configuration: the operating system's roots plus `extra_roots`.
 pub(crate) fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for root in extra_roots {
-        roots
-            .add(root.clone())
-            .map_err(|error| Error::Configuration {
-                reason: format!("a root certificate is not usable: {error}"),
-            })?;
-    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Verifier::new_with_extra_roots(extra_roots.iter().cloned(), provider.clone())
+        .map_err(|error| Error::Configuration {
+            reason: format!("the trusted roots are not usable: {error}"),
+        })?;
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| Error::Configuration {
             reason: format!("TLS could not be configured: {error}"),
         })?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -130,6 +130,66 @@ impl ProxySetting {
     }
 }
 
+impl ProxySetting {
+    /// The proxy for an `https` (or `wss`) connection to `host`: the explicit URL, nothing for
+    /// [`ProxySetting::None`], and for [`ProxySetting::Environment`] what the variables say as
+    /// reqwest reads them: `HTTPS_PROXY` (or `https_proxy`), else `ALL_PROXY` (or
+    /// `all_proxy`), unless `NO_PROXY` (or `no_proxy`) names the host. `NO_PROXY` is a comma
+    /// separated list of host names (matching the name and its subdomains; a leading `.` is
+    /// ignored), IP addresses, or `*` for every host.
+    ///
+    /// # Errors
+    ///
+    /// [`NetworkError::InvalidProxyUrl`] when a variable holds something that is not a proxy
+    /// URL.
+    pub fn for_https(&self, host: &str) -> Result<Option<Url>, NetworkError> {
+        self.resolve(host, |name| std::env::var(name).ok())
+    }
+
+    /// [`for_https`](Self::for_https) with the environment read through `var`.
+    fn resolve(
+        &self,
+        host: &str,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Url>, NetworkError> {
+        match self {
+            Self::None => Ok(None),
+            Self::Url(url) => Ok(Some(url.clone())),
+            Self::Environment => {
+                let first = |names: &[&str]| {
+                    names
+                        .iter()
+                        .find_map(|name| var(name).filter(|v| !v.trim().is_empty()))
+                };
+                if first(&["NO_PROXY", "no_proxy"]).is_some_and(|list| no_proxy(&list, host)) {
+                    return Ok(None);
+                }
+                match first(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]) {
+                    None => Ok(None),
+                    Some(text) => match Self::url(text.trim())? {
+                        Self::Url(url) => Ok(Some(url)),
+                        _ => Ok(None),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Whether a `NO_PROXY` list names `host` (without port or brackets).
+fn no_proxy(list: &str, host: &str) -> bool {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_ascii_lowercase();
+    list.split(',').map(str::trim).any(|entry| {
+        let entry = entry.trim_start_matches('.').to_ascii_lowercase();
+        entry == "*"
+            || (!entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}"))))
+    })
+}
+
 impl fmt::Debug for ProxySetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -177,6 +237,85 @@ mod tests {
             Ok(ProxySetting::Url(url)) => url,
             other => panic!("{text:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_environment_names_the_https_proxy_unless_no_proxy_names_the_host() {
+        let env = |pairs: &[(&str, &str)]| {
+            let vars: std::collections::HashMap<String, String> = pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect();
+            move |name: &str| vars.get(name).cloned()
+        };
+        let resolve = |pairs: &[(&str, &str)], host: &str| {
+            ProxySetting::Environment
+                .resolve(host, env(pairs))
+                .unwrap()
+                .map(|u| u.to_string())
+        };
+        let hub = "hub.azure-devices.net";
+        assert_eq!(resolve(&[], hub), None);
+        assert_eq!(
+            resolve(&[("HTTPS_PROXY", "http://p:3128")], hub).as_deref(),
+            Some("http://p:3128/")
+        );
+        assert_eq!(
+            resolve(&[("https_proxy", "p:8080")], hub).as_deref(),
+            Some("http://p:8080/")
+        );
+        assert_eq!(
+            resolve(&[("ALL_PROXY", "http://all:1")], hub).as_deref(),
+            Some("http://all:1/")
+        );
+        // HTTP_PROXY is for http:// targets only.
+        assert_eq!(resolve(&[("HTTP_PROXY", "http://p:3128")], hub), None);
+        for no in [
+            "azure-devices.net",
+            ".azure-devices.net",
+            "other, HUB.azure-devices.net",
+            "*",
+        ] {
+            let pairs = [("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", no)];
+            assert_eq!(resolve(&pairs, hub), None, "{no}");
+        }
+        assert!(
+            resolve(
+                &[
+                    ("HTTPS_PROXY", "http://p:3128"),
+                    ("NO_PROXY", "devices.net.example")
+                ],
+                hub
+            )
+            .is_some()
+        );
+        assert_eq!(
+            resolve(
+                &[("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", "::1")],
+                "[::1]"
+            ),
+            None
+        );
+        assert!(matches!(
+            ProxySetting::Environment.resolve(hub, env(&[("HTTPS_PROXY", "http://")])),
+            Err(NetworkError::InvalidProxyUrl(_))
+        ));
+        // Explicit settings ignore the environment.
+        let explicit = ProxySetting::url("http://mine:1").unwrap();
+        assert_eq!(
+            explicit
+                .resolve(hub, env(&[("NO_PROXY", "*")]))
+                .unwrap()
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some("http://mine:1/")
+        );
+        assert_eq!(
+            ProxySetting::None
+                .resolve(hub, env(&[("HTTPS_PROXY", "http://p:1")]))
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

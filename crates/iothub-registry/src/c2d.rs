@@ -122,7 +122,9 @@ impl RegistryManager {
             loop {
                 attempts += 1;
                 tracing::Span::current().record("attempt", attempts);
-                let error = match self.c2d.send(message).await {
+                // The per-attempt timeout of the manager (`with_timeout` included) bounds the
+                // send as it bounds a REST attempt.
+                let error = match self.c2d.send_within(message, self.timeout).await {
                     Ok(()) => return Ok(()),
                     Err(error) => crate::Error::from_amqp(error),
                 };

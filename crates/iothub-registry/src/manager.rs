@@ -46,7 +46,7 @@ pub struct RegistryManager {
     pub(crate) c2d: ServiceClient,
     credential: Credential,
     retry: Arc<dyn RetryPolicy>,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl RegistryManager {

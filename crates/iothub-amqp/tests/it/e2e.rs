@@ -756,6 +756,79 @@ async fn websockets_through_a_proxy() {
     client.close().await;
 }
 
+/// What the child test below needs to reach the hub, passed through its environment.
+const CHILD_HUB: &str = "IOTHUB_AMQP_CHILD_CONNECTION_STRING";
+const CHILD_AMQP_PORT: &str = "IOTHUB_AMQP_CHILD_AMQP_PORT";
+
+/// The client is given no root certificate and no proxy; the hub's CA is only in the
+/// "operating system's" store (`SSL_CERT_FILE`) and the proxy only in `HTTPS_PROXY`, as on a
+/// machine behind a TLS-inspecting proxy. The AMQP client must trust and route as the HTTPS
+/// client does there. Environment variables cannot be set safely inside this process, so the
+/// check runs in a child process of this test binary.
+#[tokio::test]
+async fn the_system_roots_and_https_proxy_apply_as_for_https() {
+    let hub = Hub::start().await;
+    hub.device("dev1").await;
+    let (proxy, targets) = connect_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, hub.emu.ca_certificate_pem().unwrap()).unwrap();
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "e2e::system_roots_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SSL_CERT_FILE", &ca)
+        .env_remove("SSL_CERT_DIR")
+        .env("HTTPS_PROXY", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env(CHILD_HUB, hub.emu.connection_string())
+        .env(CHILD_AMQP_PORT, hub.amqp_port().to_string())
+        .output()
+        .await
+        .unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(child.status.success(), "{output}");
+    assert!(
+        output.contains("1 passed"),
+        "the child did not run: {output}"
+    );
+    // Only the WebSocket connection went through the proxy; AMQP on its port is not HTTPS.
+    assert_eq!(*targets.lock().unwrap(), [hub.emu.host().to_owned()]);
+    assert_eq!(hub.emu.c2d_messages().len(), 2);
+}
+
+/// Run by [`the_system_roots_and_https_proxy_apply_as_for_https`] in a child process.
+#[tokio::test]
+#[ignore = "run by the_system_roots_and_https_proxy_apply_as_for_https, with its environment"]
+async fn system_roots_child() {
+    let cs: ConnectionString = std::env::var(CHILD_HUB).unwrap().parse().unwrap();
+    let credential = Credential::from_connection_string(&cs);
+    let amqp_port: u16 = std::env::var(CHILD_AMQP_PORT).unwrap().parse().unwrap();
+    for (transport, port) in [
+        (Transport::Amqp, Some(amqp_port)),
+        (Transport::WebSocket, None),
+    ] {
+        let mut builder = ServiceClient::builder(credential.clone()).transport(transport);
+        if let Some(port) = port {
+            builder = builder.port(port);
+        }
+        let client = builder.build().unwrap();
+        client
+            .send(&message("dev1"))
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        client.close().await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Close and drop
 
