@@ -41,6 +41,10 @@ impl RegistryManager {
     ///         [("contentType", "application/json"), ("iothub-ack", "full"), ("priority", "high")],
     ///     )
     ///     .await?;
+    /// // Ids built at run time are taken as they are, like every other method's.
+    /// for n in 1..=3 {
+    ///     registry.send_c2d_message(format!("thermostat-{n}"), "reboot", [("iothub-ack", "none")]).await?;
+    /// }
     /// # Ok(()) }
     /// ```
     ///
@@ -52,7 +56,7 @@ impl RegistryManager {
     /// and ambiguity).
     pub async fn send_c2d_message<I, K, V>(
         &self,
-        device_id: &str,
+        device_id: impl Into<String>,
         message: impl Into<Vec<u8>>,
         properties: I,
     ) -> Result<()>
@@ -61,7 +65,8 @@ impl RegistryManager {
         K: Into<String>,
         V: Into<String>,
     {
-        validate_device_id(device_id)?;
+        let device_id = device_id.into();
+        validate_device_id(&device_id)?;
         let message = Message::from_reference_properties(device_id, message, properties)
             .map_err(crate::Error::from_amqp)?;
         self.send_c2d(&message).await

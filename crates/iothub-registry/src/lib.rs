@@ -12,6 +12,7 @@ mod methods;
 mod modules;
 mod query;
 mod retry;
+mod twin_patch;
 mod twins;
 
 pub use iothub_rest_gen::IotDateTime;
@@ -29,6 +30,7 @@ pub use iothub_rest_gen::DEFAULT_CONNECT_TIMEOUT;
 pub use manager::{DEFAULT_TIMEOUT, RegistryManager, RegistryManagerBuilder};
 pub use query::{Query, QueryPage};
 pub use retry::{ExponentialRetry, NoRetry, RetryClass, RetryContext, RetryPolicy};
+pub use twin_patch::TwinPatch;
 
 /// Credentials and connection strings (re-exported from `iothub-auth`).
 pub use iothub_auth::{ConnectionString, Credential};
