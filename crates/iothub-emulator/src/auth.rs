@@ -1,6 +1,8 @@
 //! Hub-level shared access policies and the check IoT Hub makes on every service request: a
-//! `SharedAccessSignature` token signed with a policy key (or, when configured, a fixed bearer
-//! token standing in for Azure AD). Every failure maps to 401 `IotHubUnauthorizedAccess`.
+//! `SharedAccessSignature` token signed with a policy key, or a bearer token: one issued by
+//! the emulator's Microsoft Entra ID look-alike (checked against the principal's role
+//! assignments), or, when configured, a fixed token with every permission. Every failure
+//! maps to 401 `IotHubUnauthorizedAccess`.
 
 use std::fmt;
 
@@ -11,6 +13,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
+
+use crate::entra::{self, Action};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -157,6 +161,40 @@ pub(crate) enum AuthError {
     /// The policy lacks the permission the operation needs.
     #[error("Unauthorized: the shared access policy does not grant {0}")]
     Insufficient(Permission),
+    /// A bearer token that is not one the hub's tenant issued for IoT Hub (or no longer
+    /// names a registered client); the reason is a fixed text.
+    #[error("Unauthorized: the bearer token is not valid: {0}")]
+    InvalidToken(&'static str),
+    /// The bearer token's `exp` has passed.
+    #[error("Unauthorized: the bearer token has expired")]
+    TokenExpired,
+    /// The principal's role assignments lack a data action the operation needs.
+    #[error("Unauthorized: the principal's role assignments do not grant {0}")]
+    NotPermitted(Action),
+}
+
+/// What an operation needs: one of these shared access permissions for a SAS token, or every
+/// one of these data actions for a Microsoft Entra principal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Need {
+    pub(crate) permissions: &'static [Permission],
+    pub(crate) data_actions: &'static [Action],
+}
+
+impl From<Permission> for Need {
+    /// That permission alone, and no data action.
+    fn from(permission: Permission) -> Self {
+        let permissions: &'static [Permission] = match permission {
+            Permission::RegistryRead => &[Permission::RegistryRead],
+            Permission::RegistryWrite => &[Permission::RegistryWrite],
+            Permission::ServiceConnect => &[Permission::ServiceConnect],
+            Permission::DeviceConnect => &[Permission::DeviceConnect],
+        };
+        Self {
+            permissions,
+            data_actions: &[],
+        }
+    }
 }
 
 /// Who made the request.
@@ -166,6 +204,8 @@ pub(crate) enum Principal {
     Policy(String),
     /// The configured bearer token (all permissions).
     Bearer,
+    /// A token of the hub's Entra tenant.
+    Entra(entra::Principal),
 }
 
 /// A policy with its keys decoded once, at construction.
@@ -184,6 +224,8 @@ pub(crate) struct Authenticator {
     /// SHA-256 of the accepted bearer token, so comparing does not depend on where the
     /// presented token first differs, nor on its length.
     bearer_digest: Option<[u8; 32]>,
+    /// The Entra ID look-alike whose tokens are accepted.
+    entra: Option<entra::Directory>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -192,6 +234,7 @@ impl fmt::Debug for Authenticator {
             .field("policies", &self.policies)
             .field("audiences", &self.audiences)
             .field("bearer_token", &self.bearer_digest.map(|_| REDACTED))
+            .field("entra", &self.entra)
             .finish()
     }
 }
@@ -224,7 +267,19 @@ impl Authenticator {
             verifiers,
             audiences,
             bearer_digest: bearer_token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            entra: None,
         }
+    }
+
+    /// Also accepts the tokens of this Entra tenant.
+    pub(crate) fn with_entra(mut self, directory: entra::Directory) -> Self {
+        self.entra = Some(directory);
+        self
+    }
+
+    /// The Entra tenant, when there is one.
+    pub(crate) fn entra(&self) -> Option<&entra::Directory> {
+        self.entra.as_ref()
     }
 
     /// The hub's policies.
@@ -232,50 +287,79 @@ impl Authenticator {
         &self.policies
     }
 
-    /// Checks an `Authorization` header value for a request that needs `required`; `now` is
-    /// unix seconds.
+    /// Checks an `Authorization` header value for a request that needs `need` (a
+    /// [`Permission`] converts); `now` is unix seconds.
     ///
-    /// Order of checks, as the service: parse, policy known, signature, expiry, audience,
-    /// permission. A SAS token without `skn` is a device-scoped token, which no hub policy
-    /// can verify, so it fails with [`AuthError::UnknownPolicy`].
+    /// SAS, in the service's order: parse, policy known, signature, expiry, audience,
+    /// permission (any one of `need.permissions`). A SAS token without `skn` is a
+    /// device-scoped token, which no hub policy can verify, so it fails with
+    /// [`AuthError::UnknownPolicy`]. Bearer: the configured fixed token (everything
+    /// allowed), else a JWT of the Entra tenant whose principal holds every data action of
+    /// `need.data_actions`.
     pub(crate) fn authorize(
         &self,
         header: Option<&str>,
-        required: Permission,
+        need: impl Into<Need>,
         now: u64,
     ) -> Result<Principal, AuthError> {
+        let need = need.into();
         let header = header.map(str::trim).unwrap_or_default();
         if header.is_empty() {
             return Err(AuthError::Missing);
         }
         if let Some(body) = header.strip_prefix(SAS_PREFIX) {
-            return self.authorize_sas(body, required, now);
+            let mut first_error = None;
+            for &permission in need.permissions {
+                match self.authorize_sas(body, permission, now) {
+                    Ok(principal) => return Ok(principal),
+                    // Only a missing permission is worth trying the alternatives for.
+                    Err(e @ AuthError::Insufficient(_)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(e) => return Err(first_error.unwrap_or(e)),
+                }
+            }
+            return Err(first_error.unwrap_or(AuthError::BadSignature));
         }
         // The HTTP auth scheme is case-insensitive (RFC 9110), unlike the SAS prefix.
         let (scheme, token) = header
             .split_once(char::is_whitespace)
             .unwrap_or((header, ""));
         if scheme.eq_ignore_ascii_case(BEARER_SCHEME) {
-            return self.authorize_bearer(token.trim_start());
+            return self.authorize_bearer(token.trim_start(), need, now);
         }
         Err(AuthError::Malformed("expected a SharedAccessSignature"))
     }
 
-    fn authorize_bearer(&self, token: &str) -> Result<Principal, AuthError> {
+    fn authorize_bearer(&self, token: &str, need: Need, now: u64) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Malformed("empty bearer token"));
         }
-        let expected = self.bearer_digest.ok_or(AuthError::BadSignature)?;
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let diff = expected
-            .iter()
-            .zip(presented.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff == 0 {
-            Ok(Principal::Bearer)
-        } else {
-            Err(AuthError::BadSignature)
+        if let Some(expected) = self.bearer_digest {
+            let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            let diff = expected
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                return Ok(Principal::Bearer);
+            }
         }
+        let Some(directory) = &self.entra else {
+            return Err(AuthError::BadSignature);
+        };
+        if !entra::looks_like_jwt(token) {
+            return Err(AuthError::BadSignature);
+        }
+        let principal = directory.verify(token, now)?;
+        if let Some(&missing) = need
+            .data_actions
+            .iter()
+            .find(|&&action| !principal.actions.contains(action))
+        {
+            return Err(AuthError::NotPermitted(missing));
+        }
+        Ok(Principal::Entra(principal))
     }
 
     fn authorize_sas(
@@ -698,6 +782,119 @@ mod tests {
         assert!(!p.grants(ServiceConnect));
         let r = SharedAccessPolicy::new("r", [RegistryRead]);
         assert!(!r.grants(RegistryWrite));
+    }
+
+    #[test]
+    fn sas_tries_each_permission_an_operation_accepts() {
+        // Twin reads take RegistryRead or ServiceConnect: the service policy has the second.
+        let need = Need {
+            permissions: &[RegistryRead, ServiceConnect],
+            data_actions: &[Action::TwinsRead],
+        };
+        let service = http_token("localhost", "service", OTHER_KEY, NOW + HOUR);
+        assert_eq!(
+            auth().authorize(Some(&service), need, NOW),
+            Ok(Principal::Policy("service".into()))
+        );
+        // Neither: the first refusal is reported.
+        let need = Need {
+            permissions: &[RegistryWrite, DeviceConnect],
+            data_actions: &[],
+        };
+        assert_eq!(
+            auth().authorize(Some(&service), need, NOW),
+            Err(AuthError::Insufficient(RegistryWrite))
+        );
+        // A bad signature is not retried with the other permissions.
+        let forged = http_token("localhost", "service", OWNER_PRIMARY, NOW + HOUR);
+        assert_eq!(
+            auth().authorize(Some(&forged), need, NOW),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn entra_tokens_need_every_data_action_and_the_fixed_token_still_works() {
+        use crate::entra::{Directory, EntraClient, EntraConfig, IotHubRole};
+        let config = EntraConfig {
+            clients: vec![
+                EntraClient::new("reader", "r", [IotHubRole::DataReader]),
+                EntraClient::new("registry", "g", [IotHubRole::RegistryContributor]),
+            ],
+            ..EntraConfig::default()
+        };
+        let directory = Directory::new(&config, "https://localhost", None).unwrap();
+        let reader = directory.token_for_tests("reader", NOW);
+        let registry = directory.token_for_tests("registry", NOW);
+        let a = auth().with_entra(directory);
+        let need = |actions: &'static [Action]| Need {
+            permissions: &[RegistryWrite],
+            data_actions: actions,
+        };
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert!(matches!(
+            a.authorize(Some(&bearer(&reader)), need(&[Action::DevicesRead]), NOW),
+            Ok(Principal::Entra(p)) if p.client_id == "reader"
+        ));
+        assert_eq!(
+            a.authorize(Some(&bearer(&reader)), need(&[Action::DevicesWrite]), NOW),
+            Err(AuthError::NotPermitted(Action::DevicesWrite))
+        );
+        assert_eq!(
+            a.authorize(
+                Some(&bearer(&registry)),
+                need(&[Action::DevicesWrite, Action::DevicesDelete]),
+                NOW
+            )
+            .map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            a.authorize(
+                Some(&bearer(&registry)),
+                need(&[Action::DevicesRead, Action::TwinsRead]),
+                NOW
+            ),
+            Err(AuthError::NotPermitted(Action::TwinsRead))
+        );
+        // No data action needed (AMQP's put-token): any valid token passes here.
+        assert!(
+            a.authorize(Some(&bearer(&registry)), ServiceConnect, NOW)
+                .is_ok()
+        );
+        assert_eq!(
+            a.authorize(Some(&bearer(&reader)), RegistryRead, NOW + 3599),
+            Err(AuthError::TokenExpired)
+        );
+        // The fixed token, and what is neither.
+        assert_eq!(
+            a.authorize(
+                Some("Bearer aad-token-123"),
+                need(&[Action::DevicesWrite]),
+                NOW
+            ),
+            Ok(Principal::Bearer)
+        );
+        assert_eq!(
+            a.authorize(Some("Bearer not-a-jwt"), RegistryRead, NOW),
+            Err(AuthError::BadSignature)
+        );
+        assert!(matches!(
+            a.authorize(Some("Bearer a.b.c"), RegistryRead, NOW),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // Without a tenant, a JWT is just a token that is not the fixed one.
+        assert_eq!(
+            auth().authorize(Some(&bearer(&reader)), RegistryRead, NOW),
+            Err(AuthError::BadSignature)
+        );
+        for e in [
+            AuthError::InvalidToken("it is not a JWT"),
+            AuthError::TokenExpired,
+            AuthError::NotPermitted(Action::TwinsWrite),
+        ] {
+            assert!(e.to_string().starts_with("Unauthorized: "), "{e}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{Config, Emulator, Error, FaultConfig, SharedAccessPolicy, TlsConfig};
+use crate::{Config, Emulator, EntraClient, Error, FaultConfig, SharedAccessPolicy, TlsConfig};
 
 /// Builds an [`Emulator`]; every setting has a default that suits tests.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +86,43 @@ impl EmulatorBuilder {
     /// Accepts `Authorization: Bearer <token>` with every permission.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.config.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Registers an app (client id, secret, roles on the hub) with the emulator's Microsoft
+    /// Entra ID look-alike: it can then get tokens for `https://iothubs.azure.net/.default`
+    /// from `POST {base_url}/{tenant}/oauth2/v2.0/token` and use them as bearer tokens, on
+    /// REST and on AMQP, within what its roles allow.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), iothub_emulator::Error> {
+    /// use iothub_emulator::{EntraClient, Emulator, IotHubRole};
+    ///
+    /// let hub = Emulator::builder()
+    ///     .entra_client(EntraClient::new("my-app", "my-secret", [IotHubRole::DataContributor]))
+    ///     .start()
+    ///     .await?;
+    /// // azure_identity: ClientSecretCredential::new(hub.entra_tenant_id(), "my-app", …) with
+    /// // the authority host hub.entra_authority_host() and a client trusting hub's CA.
+    /// # Ok(()) }
+    /// ```
+    pub fn entra_client(mut self, client: EntraClient) -> Self {
+        self.config.entra.clients.push(client);
+        self
+    }
+
+    /// The Entra tenant id (default [`DEFAULT_TENANT_ID`](crate::DEFAULT_TENANT_ID)).
+    pub fn entra_tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+        self.config.entra.tenant_id = tenant_id.into();
+        self
+    }
+
+    /// How long the Entra tokens it issues last (default 3,599 s; 1 s to one day, rounded
+    /// up to whole seconds).
+    pub fn entra_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.entra.token_lifetime_secs = lifetime
+            .as_secs()
+            .saturating_add(u64::from(lifetime.subsec_nanos() > 0));
         self
     }
 

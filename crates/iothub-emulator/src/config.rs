@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::SharedAccessPolicy;
+use crate::entra::EntraConfig;
 use crate::faults::FaultConfig;
 
 /// Everything the emulator can be told. Unset fields take the defaults documented here.
@@ -34,6 +35,14 @@ use crate::faults::FaultConfig;
 /// [faults]
 /// throttle_rate = 0.1
 /// retry_after_secs = 1
+///
+/// [entra]
+/// tenant_id = "00000000-0000-0000-0000-000000000000"
+///
+/// [[entra.clients]]
+/// client_id = "my-app"
+/// client_secret = "…"
+/// roles = ["IoT Hub Data Contributor"]
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,8 +72,12 @@ pub struct Config {
     pub cert_dir: Option<PathBuf>,
     /// HTTPS settings.
     pub tls: TlsConfig,
-    /// A bearer token accepted with every permission, for Azure AD style clients.
+    /// A bearer token accepted with every permission, for Azure AD style clients that bring
+    /// a fixed token. Tokens from the Entra ID look-alike ([`Config::entra`]) need no
+    /// configuration here.
     pub bearer_token: Option<String>,
+    /// The Microsoft Entra ID look-alike: tenant, app registrations and their roles.
+    pub entra: EntraConfig,
     /// Fault injection at start (can be changed later through the control API).
     pub faults: FaultConfig,
     /// Service requests kept in the request log (oldest dropped first); 0 keeps none.
@@ -107,6 +120,7 @@ impl Default for Config {
             cert_dir: None,
             tls: TlsConfig::default(),
             bearer_token: None,
+            entra: EntraConfig::default(),
             faults: FaultConfig::default(),
             request_log_capacity: 1_000,
         }
@@ -158,6 +172,12 @@ mod tests {
             amqp_bind = "127.0.0.2:5671"
             [faults]
             throttle_rate = 0.5
+            [entra]
+            tenant_id = "contoso.onmicrosoft.com"
+            [[entra.clients]]
+            client_id = "app"
+            client_secret = "hunter2"
+            roles = ["IoT Hub Data Reader"]
             "#,
         )
         .unwrap();
@@ -168,6 +188,13 @@ mod tests {
         assert_eq!(config.request_log_capacity, 1_000);
         assert_eq!(config.amqp_bind, Some("127.0.0.2:5671".parse().unwrap()));
         assert_eq!(config.amqp_idle_timeout_secs, 240);
+        assert_eq!(config.entra.tenant_id, "contoso.onmicrosoft.com");
+        assert_eq!(
+            config.entra.clients[0].roles,
+            [crate::IotHubRole::DataReader]
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(Config::default().entra.tenant_id, crate::DEFAULT_TENANT_ID);
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         assert_eq!(Config::default().effective_host_name(), "localhost");
     }

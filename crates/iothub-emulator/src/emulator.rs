@@ -106,6 +106,23 @@ impl Emulator {
         self.ca_path.as_deref()
     }
 
+    /// The tenant id of the emulator's Microsoft Entra ID look-alike.
+    pub fn entra_tenant_id(&self) -> &str {
+        self.shared
+            .auth
+            .entra()
+            .map_or(crate::DEFAULT_TENANT_ID, |d| d.tenant_id())
+    }
+
+    /// The authority host to give Entra clients (`azure_identity`'s
+    /// `CloudConfiguration::Custom { authority_host }` or `AZURE_AUTHORITY_HOST`, Python
+    /// `azure-identity`'s `authority=`): the emulator's own [`Emulator::base_url`], which
+    /// serves `/{tenant}/v2.0/.well-known/openid-configuration` and
+    /// `/{tenant}/oauth2/v2.0/token`.
+    pub fn entra_authority_host(&self) -> String {
+        self.base_url()
+    }
+
     /// The shared access policies (with their keys).
     pub fn policies(&self) -> &[SharedAccessPolicy] {
         self.shared.auth.policies()

@@ -27,6 +27,12 @@
 //! serving plain HTTP), and WebSockets on the HTTPS port. Feedback and file-upload
 //! notifications come back on the service's links.
 //!
+//! Azure AD clients get their tokens from the emulator itself: it is a Microsoft Entra ID
+//! look-alike for its own hub (one tenant, the app registrations and role assignments of
+//! [`EntraConfig`]), whose discovery document and token endpoint `azure_identity`'s
+//! `ClientSecretCredential` and Python's `azure-identity` use unmodified (see
+//! [`EmulatorBuilder::entra_client`]).
+//!
 //! The binary `iothub-emulator` runs the same thing from the command line (`--help`).
 
 mod amqp;
@@ -34,6 +40,7 @@ mod auth;
 mod builder;
 mod config;
 mod emulator;
+mod entra;
 mod error;
 mod faults;
 mod hub;
@@ -47,6 +54,10 @@ pub use auth::{Permission, SharedAccessPolicy};
 pub use builder::EmulatorBuilder;
 pub use config::{Config, TlsConfig};
 pub use emulator::Emulator;
+pub use entra::{
+    DEFAULT_TENANT_ID, DEFAULT_TOKEN_LIFETIME_SECS, EntraClient, EntraConfig, IOT_HUB_RESOURCE,
+    IotHubRole, UnknownRole,
+};
 pub use error::Error;
 pub use faults::{FaultConfig, FaultStats, Tier};
 pub use rest::log::RequestLogEntry;

@@ -138,6 +138,7 @@ async fn main() -> ExitCode {
         }
     };
     let durable = config.data_dir.clone();
+    let entra_clients = config.entra.clients.len();
     let hub = match Emulator::builder().config(config).start().await {
         Ok(hub) => hub,
         Err(e) => {
@@ -171,6 +172,16 @@ async fn main() -> ExitCode {
     match durable {
         Some(dir) => println!("Registry stored durably in {}", dir.display()),
         None => println!("Registry kept in memory (use --data-dir to keep it)"),
+    }
+    if entra_clients > 0 {
+        println!(
+            "Entra ID: authority host {}, tenant {}, {entra_clients} app registration(s) \
+             (token endpoint {}/{}/oauth2/v2.0/token)",
+            hub.entra_authority_host(),
+            hub.entra_tenant_id(),
+            hub.entra_authority_host(),
+            hub.entra_tenant_id()
+        );
     }
     println!("Control API: {}/_emulator/health", hub.base_url());
     wait_for_signal().await;

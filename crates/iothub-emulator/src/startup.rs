@@ -1,5 +1,6 @@
-//! Start-up: loads the shared access policies, opens the store, prepares the TLS material,
-//! binds the HTTPS and AMQP listeners and spawns their servers and the cloud-to-device sweep.
+//! Start-up: loads the shared access policies, opens the store, prepares the TLS material and
+//! the Entra tenant, binds the HTTPS and AMQP listeners and spawns their servers and the
+//! cloud-to-device sweep.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 use crate::hub::Shared;
 use crate::rest::{log, server};
 use crate::state::{c2d, methods, persist, store};
-use crate::{Config, Emulator, Error, SharedAccessPolicy, amqp, auth, faults, tls};
+use crate::{Config, Emulator, Error, SharedAccessPolicy, amqp, auth, entra, faults, tls};
 
 impl Emulator {
     pub(crate) async fn start(config: Config) -> Result<Self, Error> {
@@ -96,9 +97,19 @@ impl Emulator {
             format!("{host_name}:{}", addr.port())
         };
         let audiences = names.clone();
+        let scheme = if config.tls.enabled { "https" } else { "http" };
+        // With a data directory the signing key is kept, so tokens outlive a restart; a
+        // tenant without clients never signs, so it needs none there.
+        let entra_key = match &config.data_dir {
+            Some(dir) if !config.entra.clients.is_empty() => Some(entra::load_or_create_key(dir)?),
+            _ => None,
+        };
+        let directory =
+            entra::Directory::new(&config.entra, &format!("{scheme}://{host}"), entra_key)?;
         let shared = Arc::new(Shared {
             store,
-            auth: auth::Authenticator::new(policies, audiences, config.bearer_token.clone()),
+            auth: auth::Authenticator::new(policies, audiences, config.bearer_token.clone())
+                .with_entra(directory),
             log: log::RequestLog::new(config.request_log_capacity),
             faults: faults::Faults::new(config.faults.clone()),
             methods: methods::Methods::default(),
@@ -183,7 +194,7 @@ fn load_policies(config: &Config) -> Result<Vec<SharedAccessPolicy>, Error> {
 }
 
 /// Writes a file only its owner can read (it holds keys).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

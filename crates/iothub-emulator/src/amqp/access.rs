@@ -1,20 +1,25 @@
 //! What a connection may do: nothing until SASL PLAIN or a `$cbs` put-token presents a valid
-//! token with ServiceConnect, then everything until the token's `se`. The latest expiry of
-//! any accepted token counts, so renewing before expiry keeps the connection open.
+//! token, then what that token allows until it expires. A SAS token with ServiceConnect (or
+//! the configured fixed bearer token) allows everything; a token of the Entra tenant allows
+//! what its principal's roles grant: sending cloud-to-device messages, receiving feedback,
+//! receiving file-upload notifications. For each of these the latest expiry of any accepted
+//! token counts, so renewing before expiry keeps the connection open.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::auth::{AuthError, Permission};
+use super::feedback::Stream;
+use crate::auth::{AuthError, Permission, Principal};
+use crate::entra::Action;
 use crate::hub::Shared;
 
-/// How long a connection's tokens let it act.
+/// How long a token lets a connection act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Grant {
     /// No valid token yet.
     None,
-    /// A SAS token valid until this unix second (exclusive).
+    /// A token valid until this unix second (exclusive).
     Until(u64),
     /// The configured bearer token, which carries no expiry.
     Always,
@@ -42,49 +47,140 @@ impl Grant {
     }
 }
 
-/// A connection's grant, observable so the connection can close when it runs out.
+/// What a connection does with the hub, each allowed by its own data action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Right {
+    /// Send on `/messages/devicebound`.
+    SendC2d,
+    /// Receive on `/messages/servicebound/feedback`.
+    Feedback,
+    /// Receive on `/messages/servicebound/filenotifications`.
+    FileNotifications,
+}
+
+impl Right {
+    const ALL: [Right; 3] = [Right::SendC2d, Right::Feedback, Right::FileNotifications];
+
+    fn action(self) -> Action {
+        match self {
+            Self::SendC2d => Action::C2dSend,
+            Self::Feedback => Action::C2dFeedback,
+            Self::FileNotifications => Action::FileNotifications,
+        }
+    }
+}
+
+impl From<Stream> for Right {
+    fn from(stream: Stream) -> Self {
+        match stream {
+            Stream::Feedback => Self::Feedback,
+            Stream::FileNotifications => Self::FileNotifications,
+        }
+    }
+}
+
+/// A [`Grant`] per [`Right`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Grants([Grant; 3]);
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self([Grant::None; 3])
+    }
+}
+
+impl Grants {
+    /// Every right, for as long as `grant` says.
+    pub(crate) fn all(grant: Grant) -> Self {
+        Self([grant; 3])
+    }
+
+    pub(crate) fn get(self, right: Right) -> Grant {
+        self.0[right as usize]
+    }
+
+    /// The longest of the grants.
+    fn longest(self) -> Grant {
+        self.0.into_iter().max().unwrap_or(Grant::None)
+    }
+
+    pub(crate) fn allows(self, right: Right, now: u64) -> bool {
+        self.get(right).allows(now)
+    }
+
+    /// When the last right runs out; None when one never does, or none was granted.
+    pub(crate) fn remaining(self) -> Option<Duration> {
+        self.longest().remaining()
+    }
+}
+
+/// A connection's grants, observable so the connection can close when they run out.
 #[derive(Debug)]
-pub(crate) struct Access(watch::Sender<Grant>);
+pub(crate) struct Access(watch::Sender<Grants>);
 
 impl Default for Access {
     fn default() -> Self {
-        Self(watch::Sender::new(Grant::None))
+        Self(watch::Sender::new(Grants::default()))
     }
 }
 
 impl Access {
-    pub(crate) fn current(&self) -> Grant {
+    pub(crate) fn current(&self) -> Grants {
         *self.0.borrow()
     }
 
-    pub(crate) fn allows_now(&self) -> bool {
-        self.current().allows(now_unix())
+    /// Whether the connection may do `right` now.
+    pub(crate) fn allows_now(&self, right: impl Into<Right>) -> bool {
+        self.current().allows(right.into(), now_unix())
     }
 
-    /// Adds a grant; the longer one wins.
-    pub(crate) fn extend(&self, grant: Grant) {
+    /// Adds grants; for each right the longer one wins.
+    pub(crate) fn extend(&self, grants: Grants) {
         self.0.send_if_modified(|current| {
-            let longer = grant > *current;
-            if longer {
-                *current = grant;
+            let mut changed = false;
+            for (mine, theirs) in current.0.iter_mut().zip(grants.0) {
+                if theirs > *mine {
+                    *mine = theirs;
+                    changed = true;
+                }
             }
-            longer
+            changed
         });
     }
 
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Grant> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Grants> {
         self.0.subscribe()
     }
 }
 
-/// Checks a token (`SharedAccessSignature …` or `Bearer …`) for ServiceConnect.
-pub(crate) fn check(shared: &Shared, token: &str) -> Result<Grant, AuthError> {
-    shared
+/// Checks a token (`SharedAccessSignature …` or `Bearer …`): a SAS token needs
+/// ServiceConnect and grants everything until its `se`; the fixed bearer token grants
+/// everything for ever; an Entra token grants, until its `exp`, the rights its principal's
+/// roles allow, and at least one of them is needed.
+pub(crate) fn check(shared: &Shared, token: &str) -> Result<Grants, AuthError> {
+    let principal = shared
         .auth
         .authorize(Some(token), Permission::ServiceConnect, now_unix())?;
-    Ok(sas_field(token, "se")
-        .and_then(|se| se.parse().ok())
-        .map_or(Grant::Always, Grant::Until))
+    Ok(match principal {
+        Principal::Policy(_) => Grants::all(
+            sas_field(token, "se")
+                .and_then(|se| se.parse().ok())
+                .map_or(Grant::Always, Grant::Until),
+        ),
+        Principal::Bearer => Grants::all(Grant::Always),
+        Principal::Entra(principal) => {
+            let mut grants = Grants::default();
+            for right in Right::ALL {
+                if principal.actions.contains(right.action()) {
+                    grants.0[right as usize] = Grant::Until(principal.expires);
+                }
+            }
+            if grants == Grants::default() {
+                return Err(AuthError::NotPermitted(Action::C2dSend));
+            }
+            grants
+        }
+    })
 }
 
 /// A field of a SAS token (`sr`, `se`, `skn`, …) as written in it.
@@ -121,18 +217,44 @@ mod tests {
     }
 
     #[test]
-    fn access_keeps_the_longest_grant() {
+    fn access_keeps_the_longest_grant_per_right() {
         let access = Access::default();
         let mut rx = access.subscribe();
-        assert!(!access.allows_now());
-        access.extend(Grant::Until(now_unix() + 100));
+        assert!(!access.allows_now(Right::SendC2d));
+        assert_eq!(access.current().remaining(), None);
+        let soon = now_unix() + 100;
+        access.extend(Grants::all(Grant::Until(soon)));
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
-        access.extend(Grant::Until(5));
+        access.extend(Grants::all(Grant::Until(5)));
         assert!(!rx.has_changed().unwrap());
-        assert!(access.allows_now());
-        access.extend(Grant::Always);
-        assert_eq!(access.current(), Grant::Always);
+        assert!(access.allows_now(Right::SendC2d));
+        assert!(access.allows_now(Stream::Feedback));
+        // A longer grant of one right alone: only that right is extended, and watchers see it.
+        let mut later = Grants::default();
+        later.0[Right::FileNotifications as usize] = Grant::Until(soon + 100);
+        access.extend(later);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(access.current().get(Right::SendC2d), Grant::Until(soon));
+        assert_eq!(
+            access.current().get(Right::FileNotifications),
+            Grant::Until(soon + 100)
+        );
+        assert!(access.current().remaining().unwrap() > Duration::from_secs(150));
+        access.extend(Grants::all(Grant::Always));
+        assert_eq!(access.current(), Grants::all(Grant::Always));
+        assert_eq!(access.current().remaining(), None);
+    }
+
+    #[test]
+    fn one_right_does_not_imply_another() {
+        let mut only_files = Grants::default();
+        only_files.0[Right::FileNotifications as usize] = Grant::Always;
+        assert!(only_files.allows(Right::FileNotifications, 0));
+        assert!(!only_files.allows(Right::SendC2d, 0));
+        assert!(!only_files.allows(Right::Feedback, 0));
+        assert_eq!(Right::from(Stream::Feedback).action(), Action::C2dFeedback);
+        assert_eq!(Right::SendC2d.action(), Action::C2dSend);
     }
 
     #[test]

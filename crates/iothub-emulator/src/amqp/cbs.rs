@@ -127,7 +127,8 @@ pub(crate) async fn serve_requests(
     let _ = receiver.close().await;
 }
 
-/// Checks a put-token request and grants the connection what its token allows.
+/// Checks a put-token request and grants the connection what its token allows (an Entra
+/// token: what its principal's roles allow; 401 when they allow nothing AMQP carries).
 fn answer(ctx: &ConnCtx, request: &Message<Body<Value>>) -> (i32, String) {
     let property = |name: &str| {
         request
@@ -154,7 +155,9 @@ fn answer(ctx: &ConnCtx, request: &Message<Body<Value>>) -> (i32, String) {
         );
     };
     let kind = property("type").unwrap_or_default();
-    let token = if kind.eq_ignore_ascii_case("bearer")
+    // `jwt` is the Service Bus CBS name of the same token type.
+    let bearer = kind.eq_ignore_ascii_case("bearer") || kind.eq_ignore_ascii_case("jwt");
+    let token = if bearer
         && !token
             .get(..7)
             .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))

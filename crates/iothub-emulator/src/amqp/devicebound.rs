@@ -9,6 +9,7 @@ use fe2o3_amqp::types::definitions::{AmqpError, Error, ErrorCondition, Fields, L
 use fe2o3_amqp::types::messaging::{Body, Message};
 use fe2o3_amqp::types::primitives::{Symbol, Value};
 
+use super::access::Right;
 use super::address::{Recipient, candidates};
 use super::connection::ConnCtx;
 use super::convert::c2d_message;
@@ -58,10 +59,11 @@ impl From<Error> for Verdict {
 
 /// Decides one message, enqueuing it when it is acceptable.
 async fn accept(ctx: &ConnCtx, message: &Message<Body<Value>>) -> Result<(), Verdict> {
-    if !ctx.access.allows_now() {
+    if !ctx.access.allows_now(Right::SendC2d) {
         return Err(error(
             AmqpError::UnauthorizedAccess,
-            "The connection has no valid token: put one on $cbs first",
+            "The connection has no valid token that allows sending cloud-to-device messages: \
+             put one on $cbs first",
         )
         .into());
     }

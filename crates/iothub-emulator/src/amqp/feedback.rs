@@ -120,7 +120,7 @@ pub(crate) async fn serve(mut sender: Sender, ctx: Arc<ConnCtx>, stream: Stream)
     let shared = ctx.shared.clone();
     let mut grants = ctx.access.subscribe();
     loop {
-        if !ctx.access.allows_now() {
+        if !ctx.access.allows_now(stream) {
             tokio::select! {
                 changed = grants.changed() => if changed.is_err() { break } else { continue },
                 _ = sender.on_detach() => break,

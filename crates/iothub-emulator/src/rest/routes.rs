@@ -1,5 +1,6 @@
 //! Routing: the [`Route`] of each service operation with its decoded ids, the permissions
-//! and throttling class of each, the api-versions answered, and [`handle`], which runs an
+//! (shared access permissions, and Azure RBAC data actions for Entra principals) and
+//! throttling class of each, the api-versions answered, and [`handle`], which runs an
 //! operation by calling its resource's handler module.
 
 use hyper::Method;
@@ -9,6 +10,7 @@ use super::errors::ServiceError;
 use super::request::Req;
 use super::{commands, devices, methods, modules, query, statistics, twins};
 use crate::auth::Permission;
+use crate::entra::Action;
 use crate::faults::OpClass;
 use crate::hub::Shared;
 use crate::state::identity::{check_device_id, check_module_id};
@@ -126,6 +128,27 @@ impl Route {
         }
     }
 
+    /// The data actions an Entra principal needs for this operation (all of them), from
+    /// "Control access to IoT Hub by using Microsoft Entra ID"
+    /// (<https://learn.microsoft.com/azure/iot-hub/authenticate-authorize-azure-ad>): bulk
+    /// registry updates need both devices/write and devices/delete, and queries twins/read.
+    pub(crate) fn data_actions(&self) -> &'static [Action] {
+        use Action::*;
+        match self {
+            Self::ListDevices | Self::GetDevice(_) | Self::ListModules(_) | Self::GetModule(..) => {
+                &[DevicesRead]
+            }
+            Self::PutDevice(_) | Self::PutModule(..) => &[DevicesWrite],
+            Self::DeleteDevice(_) | Self::DeleteModule(..) => &[DevicesDelete],
+            Self::Bulk => &[DevicesWrite, DevicesDelete],
+            Self::Query | Self::GetTwin(..) => &[TwinsRead],
+            Self::UpdateTwin(..) => &[TwinsWrite],
+            Self::Invoke(..) => &[MethodsInvoke],
+            Self::Purge(_) => &[C2dPurge],
+            Self::DeviceStats | Self::ServiceStats => &[StatisticsRead],
+        }
+    }
+
     /// The throttling class.
     pub(crate) fn class(&self) -> OpClass {
         match self {
@@ -186,8 +209,19 @@ mod tests {
         let r = Route::parse(&Method::GET, &segs("devices/d1")).unwrap();
         assert_eq!(r, Route::GetDevice("d1".into()));
         assert_eq!(r.permissions(), &[Permission::RegistryRead]);
+        assert_eq!(r.data_actions(), &[Action::DevicesRead]);
         let r = Route::parse(&Method::POST, &segs("devices/query")).unwrap();
         assert_eq!(r, Route::Query);
+        assert_eq!(r.data_actions(), &[Action::TwinsRead]);
+        let r = Route::parse(&Method::POST, &segs("devices")).unwrap();
+        assert_eq!(
+            r.data_actions(),
+            &[Action::DevicesWrite, Action::DevicesDelete]
+        );
+        let r = Route::parse(&Method::PUT, &segs("twins/d")).unwrap();
+        assert_eq!(r.data_actions(), &[Action::TwinsWrite]);
+        let r = Route::parse(&Method::DELETE, &segs("devices/d/commands")).unwrap();
+        assert_eq!(r.data_actions(), &[Action::C2dPurge]);
         // A device may be called "query": only POST is the query operation.
         assert_eq!(
             Route::parse(&Method::GET, &segs("devices/query")).unwrap(),

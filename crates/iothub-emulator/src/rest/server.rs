@@ -1,7 +1,8 @@
 //! The HTTP(S) front: accepts connections (TLS terminated here), reads requests with a
-//! size limit, and runs each through routing, SAS authentication, api-version checks,
-//! fault injection, the operation and the request log. WebSocket upgrades for AMQP are
-//! handed to the AMQP endpoint before any of that.
+//! size limit, and runs each through routing, authentication (SAS, or a bearer token and the
+//! principal's roles), api-version checks, fault injection, the operation and the request
+//! log. WebSocket upgrades for AMQP are handed to the AMQP endpoint before any of that, and
+//! the Entra ID look-alike's endpoints (`/{tenant}/oauth2/v2.0/token`, …) to `entra`.
 
 use std::convert::Infallible;
 use std::future::pending;
@@ -26,7 +27,7 @@ use super::errors::ServiceError;
 use super::log::{RequestLogEntry, redact_authorization, redact_body};
 use super::request::Req;
 use super::routes::{API_VERSIONS, Route};
-use crate::auth::AuthError;
+use crate::auth::Need;
 use crate::hub::Shared;
 
 /// Largest request body accepted; larger ones get 413 MessageTooLarge.
@@ -97,6 +98,10 @@ async fn handle(
     // AMQP over WebSockets authenticates itself (CBS) and is not a service request.
     if crate::amqp::websocket::is_endpoint(req.uri().path()) {
         return crate::amqp::websocket::upgrade(&shared, req);
+    }
+    // The Entra ID look-alike reads its own (smaller) bodies and logs with its redaction.
+    if crate::entra::is_endpoint(req.uri().path()) {
+        return crate::entra::serve(shared, req).await;
     }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
@@ -191,22 +196,14 @@ async fn service(shared: &Shared, req: &Req) -> Result<Flow, ServiceError> {
 fn authorize(shared: &Shared, req: &Req, route: &Route) -> Result<(), ServiceError> {
     let header = req.header("authorization");
     let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-    let mut first_error = None;
-    for permission in route.permissions() {
-        match shared.auth.authorize(header, *permission, now) {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                let insufficient = matches!(e, AuthError::Insufficient(_));
-                first_error.get_or_insert(e);
-                // Only a missing permission is worth trying the alternatives for.
-                if !insufficient {
-                    break;
-                }
-            }
-        }
+    let need = Need {
+        permissions: route.permissions(),
+        data_actions: route.data_actions(),
+    };
+    match shared.auth.authorize(header, need, now) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ServiceError::unauthorized(e.to_string())),
     }
-    let reason = first_error.map_or_else(|| "Unauthorized".to_owned(), |e| e.to_string());
-    Err(ServiceError::unauthorized(reason))
 }
 
 fn log_entry(req: &Req) -> RequestLogEntry {

@@ -457,6 +457,114 @@ async fn a_bearer_token_is_checked_like_the_rest_api_does() {
     connection.close().await.unwrap();
 }
 
+/// A connection whose `$cbs` got `token` as `type`; the put-token's status.
+async fn put_on_new_connection(
+    emu: &Emulator,
+    kind: &str,
+    token: &str,
+) -> (i32, String, ConnectionHandle<()>, (SessionHandle<()>, Cbs)) {
+    let mut connection = open(emu, None).await;
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = Cbs::attach(&mut session).await;
+    let reply = cbs.put_token(MessageId::Ulong(0), kind, token).await;
+    let Some(SimpleValue::Int(status)) = reply.status else {
+        panic!("no status: {:?}", reply.status);
+    };
+    (
+        status,
+        reply.description.unwrap_or_default(),
+        connection,
+        (session, cbs),
+    )
+}
+
+#[tokio::test]
+async fn entra_tokens_on_cbs_allow_what_the_principals_roles_allow() {
+    let hub = Hub::with(crate::entra::with_clients(Emulator::builder())).await;
+    hub.create("dev1").await;
+    let token = |client| crate::entra::token_for(&hub, client);
+
+    // Data Contributor: as uamqp and iothub-amqp put it, and as a bare `jwt`.
+    let contributor = token("contributor").await;
+    for (kind, value) in [
+        ("bearer", format!("Bearer {contributor}")),
+        ("jwt", contributor.clone()),
+    ] {
+        let (status, _, mut connection, (mut session, _cbs)) =
+            put_on_new_connection(&hub.emu, kind, &value).await;
+        assert_eq!(status, 200, "{kind}");
+        let mut sender = Sender::attach(&mut session, "c2d", DEVICEBOUND)
+            .await
+            .unwrap();
+        assert_eq!(send(&mut sender, c2d(&to("dev1"), b"x")).await, None);
+        connection.close().await.unwrap();
+    }
+
+    // Data Reader: file-upload notifications only, so the token is taken but sends are not.
+    let reader = format!("Bearer {}", token("reader").await);
+    let (status, _, mut connection, (mut session, _cbs)) =
+        put_on_new_connection(&hub.emu, "bearer", &reader).await;
+    assert_eq!(status, 200);
+    let mut sender = Sender::attach(&mut session, "c2d", DEVICEBOUND)
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&mut sender, c2d(&to("dev1"), b"x")).await,
+        Some(UNAUTHORIZED)
+    );
+    connection.close().await.unwrap();
+
+    // Registry Contributor: nothing AMQP carries.
+    let registry = format!("Bearer {}", token("registry").await);
+    let (status, description, mut connection, _links) =
+        put_on_new_connection(&hub.emu, "bearer", &registry).await;
+    assert_eq!(status, 401);
+    assert!(description.contains("role assignments"), "{description}");
+    connection.close().await.unwrap();
+
+    // Another emulator's token, same tenant and client.
+    let other = Hub::with(crate::entra::with_clients(Emulator::builder())).await;
+    let foreign = format!(
+        "Bearer {}",
+        crate::entra::token_for(&other, "contributor").await
+    );
+    let (status, _, mut connection, _links) =
+        put_on_new_connection(&hub.emu, "bearer", &foreign).await;
+    assert_eq!(status, 401);
+    connection.close().await.unwrap();
+    assert_eq!(hub.emu.c2d_messages().len(), 2);
+}
+
+#[tokio::test]
+async fn an_expired_entra_token_is_refused_on_cbs_and_closes_the_connection_it_opened() {
+    let hub = Hub::with(
+        crate::entra::with_clients(Emulator::builder())
+            .entra_token_lifetime(Duration::from_secs(2)),
+    )
+    .await;
+    let token = format!(
+        "Bearer {}",
+        crate::entra::token_for(&hub, "contributor").await
+    );
+    let (status, _, mut connection, _links) =
+        put_on_new_connection(&hub.emu, "bearer", &token).await;
+    assert_eq!(status, 200);
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection.on_close())
+        .await
+        .expect("closed by the hub at the token's exp");
+    match closed {
+        Err(fe2o3_amqp::connection::Error::RemoteClosedWithError(e)) => {
+            assert_eq!(e.condition, UNAUTHORIZED);
+        }
+        other => panic!("expected a close with unauthorized-access, got {other:?}"),
+    }
+    let (status, description, mut connection, _links) =
+        put_on_new_connection(&hub.emu, "bearer", &token).await;
+    assert_eq!(status, 401);
+    assert!(description.contains("expired"), "{description}");
+    connection.close().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Cloud-to-device outcomes
 

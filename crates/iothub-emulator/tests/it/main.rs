@@ -4,6 +4,7 @@
 mod amqp;
 mod auth;
 mod durability;
+mod entra;
 mod faults;
 mod hub;
 mod interop;
