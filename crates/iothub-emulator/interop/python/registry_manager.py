@@ -6,6 +6,12 @@ REQUESTS_CA_BUNDLE (the emulator's CA, for HTTPS) and AMQP_CA_BUNDLE (the same C
 cloud-to-device AMQP connection on port 5671: uamqp reads only certifi's bundle, so the
 script points certifi.where at it; the SDK itself is unmodified). Prints one line per check
 and then "python: N passed, M failed"; exits non-zero on any failure.
+
+Azure AD: azure-identity's ClientSecretCredential gets its tokens from the emulator, which is
+also a Microsoft Entra ID look-alike: AZURE_TENANT_ID, IOTHUB_AAD_AUTHORITY (the emulator's
+https://host), and IOTHUB_AAD_CONTRIBUTOR_ID/_SECRET and IOTHUB_AAD_READER_ID/_SECRET (app
+registrations with IoT Hub Data Contributor and IoT Hub Data Reader). IOTHUB_INTEROP_NO_AAD=1
+leaves those checks out (no azure-identity installed).
 """
 
 import base64
@@ -34,6 +40,11 @@ from azure.iot.hub.models import (  # noqa: E402
     TwinProperties,
 )
 from msrest.exceptions import HttpOperationError  # noqa: E402
+
+AAD = os.environ.get("IOTHUB_INTEROP_NO_AAD") != "1"
+if AAD:
+    from azure.core.exceptions import ClientAuthenticationError  # noqa: E402
+    from azure.identity import ClientSecretCredential  # noqa: E402
 
 CS = os.environ["IOTHUB_CONNECTION_STRING"]
 CA = os.environ["REQUESTS_CA_BUNDLE"]
@@ -364,6 +375,69 @@ def _():
     bad = IoTHubRegistryManager.from_connection_string(";".join("%s=%s" % kv for kv in parts.items()))
     expect_error(lambda: bad.get_devices(), 401, "IotHubUnauthorizedAccess")
 
+
+if AAD:
+    TENANT = os.environ["AZURE_TENANT_ID"]
+    AUTHORITY = os.environ["IOTHUB_AAD_AUTHORITY"]
+    CONTRIBUTOR = (os.environ["IOTHUB_AAD_CONTRIBUTOR_ID"], os.environ["IOTHUB_AAD_CONTRIBUTOR_SECRET"])
+    READER = (os.environ["IOTHUB_AAD_READER_ID"], os.environ["IOTHUB_AAD_READER_SECRET"])
+    aad = {}
+
+    def aad_credential(client_id, secret):
+        # Offline, MSAL must not ask login.microsoftonline.com about the authority.
+        return ClientSecretCredential(
+            TENANT, client_id, secret, authority=AUTHORITY, disable_instance_discovery=True, connection_verify=CA
+        )
+
+    def last_request(path):
+        log = requests.get(CONTROL + "/requests", verify=CA, timeout=30).json()
+        return [e for e in log if e["path"] == path][-1]
+
+    @check("Azure AD: from_token_credential with ClientSecretCredential, create_device_with_sas")
+    def _():
+        aad["rm"] = IoTHubRegistryManager.from_token_credential(HOST, aad_credential(*CONTRIBUTOR))
+        d = aad["rm"].create_device_with_sas(dev("aad"), KEY1, KEY2, "enabled")
+        assert d.device_id == dev("aad") and d.authentication.symmetric_key.primary_key == KEY1
+        headers = dict(last_request("/devices/%s" % dev("aad"))["headers"])
+        assert headers["authorization"] == "Bearer REDACTED", headers
+        token_request = last_request("/%s/oauth2/v2.0/token" % TENANT)
+        assert token_request["status"] == 200
+        assert "client_secret=REDACTED" in token_request["body"], token_request["body"]
+        assert CONTRIBUTOR[1] not in json.dumps(token_request)
+
+    @check("Azure AD: get_twin and update_twin with the token credential")
+    def _():
+        t = aad["rm"].get_twin(dev("aad"))
+        t2 = aad["rm"].update_twin(dev("aad"), Twin(tags={"auth": "aad"}, properties=TwinProperties(desired={"k": 1})), t.etag)
+        assert t2.tags == {"auth": "aad"} and t2.properties.desired["k"] == 1
+
+    @check("Azure AD: send_c2d_message over AMQP with the token on $cbs")
+    def _():
+        aad["rm"].send_c2d_message(dev("aad"), "signed in with Entra ID")
+        got = [m for m in requests.get(CONTROL + "/c2d", verify=CA, timeout=30).json() if m["deviceId"] == dev("aad")]
+        assert len(got) == 1, got
+        assert base64.b64decode(got[0]["body"]) == b"signed in with Entra ID"
+
+    @check("Azure AD: an IoT Hub Data Reader reads, and its writes answer 401 IotHubUnauthorizedAccess")
+    def _():
+        reader = IoTHubRegistryManager.from_token_credential(HOST, aad_credential(*READER))
+        assert reader.get_device(dev("aad")).device_id == dev("aad")
+        assert reader.get_twin(dev("aad")).tags == {"auth": "aad"}
+        expect_error(lambda: reader.create_device_with_sas(dev("aad-r"), KEY1, KEY2, "enabled"), 401,
+                     "IotHubUnauthorizedAccess")
+        expect_error(lambda: reader.update_twin(dev("aad"), Twin(tags={"by": "reader"})), 401, "IotHubUnauthorizedAccess")
+        expect_error(lambda: reader.delete_device(dev("aad")), 401, "IotHubUnauthorizedAccess")
+        expect_error(lambda: rm.get_device(dev("aad-r")), 404, "DeviceNotFound")
+
+    @check("Azure AD: a wrong client secret is refused by the token endpoint (AADSTS7000215)")
+    def _():
+        try:
+            aad_credential(CONTRIBUTOR[0], "not-the-secret").get_token("https://iothubs.azure.net/.default")
+        except ClientAuthenticationError as e:
+            assert "AADSTS7000215" in str(e), str(e)
+            assert "not-the-secret" not in str(e)
+            return
+        raise AssertionError("expected ClientAuthenticationError")
 
 passed = sum(1 for _, e in results if e is None)
 failed = len(results) - passed

@@ -9,16 +9,40 @@
 //!
 //! Each suite's summary line is also written to `CARGO_TARGET_TMPDIR/interop-<sdk>.txt`,
 //! which `.ci/run` prints and checks.
+//!
+//! The Python suite also signs in with Azure AD: `azure-identity`'s `ClientSecretCredential`
+//! gets tokens from the emulator's Entra ID look-alike, for two app registrations configured
+//! here (IoT Hub Data Contributor and IoT Hub Data Reader). Without `azure-identity` those
+//! checks are left out and the test records a skip.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use iothub_emulator::Emulator;
+use iothub_emulator::{Emulator, EntraClient, IotHubRole};
 use iothub_test_support::skip::skip;
 use iothub_test_support::{loopback, sdk};
 
 const TEST: &str = "interop::official_python_and_node_sdks_accept_the_emulator";
+
+/// Named checks of `interop/python/registry_manager.py`, with and without the Azure AD ones;
+/// `.ci/run` requires the first.
+const PYTHON_CHECKS: u32 = 25;
+const PYTHON_CHECKS_WITHOUT_AAD: u32 = 20;
+/// Named checks of `interop/node/registry.js`.
+const NODE_CHECKS: u32 = 13;
+
+/// The Entra app registrations the Python suite signs in as: (client id, secret).
+const AAD_CONTRIBUTOR: (&str, &str) = ("py-interop-contributor", "py-contributor-secret");
+const AAD_READER: (&str, &str) = ("py-interop-reader", "py-reader-secret");
+
+/// Whether `python` can import azure-identity.
+fn has_azure_identity(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import azure.identity"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
@@ -63,6 +87,16 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
         .amqp_bind(amqp_addr)
         .host_name(loopback::INTEROP.to_string())
         .data_dir(dir.path())
+        .entra_client(EntraClient::new(
+            AAD_CONTRIBUTOR.0,
+            AAD_CONTRIBUTOR.1,
+            [IotHubRole::DataContributor],
+        ))
+        .entra_client(EntraClient::new(
+            AAD_READER.0,
+            AAD_READER.1,
+            [IotHubRole::DataReader],
+        ))
         .start()
         .await
     {
@@ -79,19 +113,44 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
     // Python: REQUESTS_CA_BUNDLE must replace any value the environment has.
     match sdk::python() {
         Some(py) => {
-            let mut cmd = Command::new(py);
+            let aad = has_azure_identity(&py);
+            let mut cmd = Command::new(&py);
             cmd.arg(interop_dir().join("python/registry_manager.py"))
                 .env("IOTHUB_CONNECTION_STRING", &cs)
                 .env("REQUESTS_CA_BUNDLE", &ca)
                 // The suite points uamqp's CA lookup (certifi) at this for C2D.
                 .env("AMQP_CA_BUNDLE", &ca)
                 .env_remove("CURL_CA_BUNDLE")
-                .env("NO_PROXY", "*");
+                .env("NO_PROXY", "*")
+                .env("AZURE_TENANT_ID", hub.entra_tenant_id())
+                .env("IOTHUB_AAD_AUTHORITY", hub.entra_authority_host())
+                .env("IOTHUB_AAD_CONTRIBUTOR_ID", AAD_CONTRIBUTOR.0)
+                .env("IOTHUB_AAD_CONTRIBUTOR_SECRET", AAD_CONTRIBUTOR.1)
+                .env("IOTHUB_AAD_READER_ID", AAD_READER.0)
+                .env("IOTHUB_AAD_READER_SECRET", AAD_READER.1)
+                // The credential must ask the emulator, whatever the environment says.
+                .env_remove("AZURE_AUTHORITY_HOST");
+            let expected = if aad {
+                PYTHON_CHECKS
+            } else {
+                skip(
+                    &format!("{TEST} (python Azure AD checks)"),
+                    &format!(
+                        "no azure-identity for {} (pip install azure-identity, as .ci/run does)",
+                        py.display()
+                    ),
+                );
+                cmd.env("IOTHUB_INTEROP_NO_AAD", "1");
+                PYTHON_CHECKS_WITHOUT_AAD
+            };
             let (passed, failed) = tokio::task::spawn_blocking(move || run_suite("python", cmd))
                 .await
                 .unwrap();
             assert_eq!(failed, 0, "python: {passed} passed, {failed} failed");
-            assert!(passed >= 20, "python ran only {passed} checks");
+            assert!(
+                passed >= expected,
+                "python ran only {passed} of {expected} checks"
+            );
         }
         // Python missing: Node still runs.
         None => skip(&format!("{TEST} (python)"), sdk::NO_PYTHON),
@@ -109,7 +168,10 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
             .await
             .unwrap();
         assert_eq!(failed, 0, "node: {passed} passed, {failed} failed");
-        assert!(passed >= 13, "node ran only {passed} checks");
+        assert!(
+            passed >= NODE_CHECKS,
+            "node ran only {passed} of {NODE_CHECKS} checks"
+        );
     } else {
         skip(
             &format!("{TEST} (node)"),
