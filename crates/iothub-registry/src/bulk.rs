@@ -66,9 +66,9 @@ impl RegistryManager {
     /// println!("{} failed", report.errors.len());
     /// # Ok(()) }
     /// ```
-    pub fn bulk(&self, devices: impl IntoIterator<Item = ExportImportDevice>) -> Bulk<'_> {
+    pub fn bulk(&self, devices: impl IntoIterator<Item = ExportImportDevice>) -> Bulk {
         Bulk {
-            manager: self,
+            manager: self.clone(),
             devices: devices.into_iter().collect(),
             concurrency: 1,
             per_minute: None,
@@ -201,15 +201,15 @@ type ProgressFn = Arc<dyn Fn(BulkProgress) + Send + Sync>;
 
 /// Applies many identities in calls of [`MAX_BULK_DEVICES`]; see [`RegistryManager::bulk`].
 #[must_use = "a bulk run does nothing until sent"]
-pub struct Bulk<'a> {
-    manager: &'a RegistryManager,
+pub struct Bulk {
+    manager: RegistryManager,
     devices: Vec<ExportImportDevice>,
     concurrency: usize,
     per_minute: Option<u32>,
     progress: Option<ProgressFn>,
 }
 
-impl std::fmt::Debug for Bulk<'_> {
+impl std::fmt::Debug for Bulk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bulk")
             .field("devices", &self.devices.len())
@@ -219,7 +219,7 @@ impl std::fmt::Debug for Bulk<'_> {
     }
 }
 
-impl Bulk<'_> {
+impl Bulk {
     /// How many calls may be in flight at once (default 1, at least 1).
     pub fn concurrency(mut self, calls: usize) -> Self {
         self.concurrency = calls.max(1);
@@ -258,7 +258,7 @@ impl Bulk<'_> {
             .map(|offset| started + offset);
         let chunks: Vec<_> = starts.zip(chunks).collect();
 
-        let manager = self.manager;
+        let manager = &self.manager;
         let mut results = stream::iter(chunks)
             .map(|(start, chunk)| async move {
                 tokio::time::sleep_until(start).await;

@@ -81,24 +81,36 @@ impl RegistryManager {
         .await
     }
 
-    /// A query whose results can be streamed across pages:
+    /// A query whose results can be streamed across pages. The query and its streams own a
+    /// clone of the manager (cheap: the connection pool and token caches are shared), so they
+    /// can be moved into a task:
     ///
     /// ```no_run
     /// use futures::TryStreamExt;
     /// use iothub_registry::RegistryManager;
     ///
-    /// # async fn run(registry: RegistryManager) -> iothub_registry::Result<()> {
+    /// # async fn run(registry: RegistryManager) -> Result<(), Box<dyn std::error::Error>> {
     /// let twins: Vec<_> = registry
     ///     .query("SELECT * FROM devices WHERE tags.floor = 3")
     ///     .page_size(500)
     ///     .twins()
     ///     .try_collect()
     ///     .await?;
+    ///
+    /// // In the background, while this task goes on.
+    /// let offline = tokio::spawn(
+    ///     registry
+    ///         .query("SELECT deviceId FROM devices WHERE connectionState = 'Disconnected'")
+    ///         .stream()
+    ///         .try_collect::<Vec<_>>(),
+    /// );
+    /// let offline = offline.await??;
+    /// # let _ = (twins, offline);
     /// # Ok(()) }
     /// ```
-    pub fn query(&self, sql: impl Into<String>) -> Query<'_> {
+    pub fn query(&self, sql: impl Into<String>) -> Query {
         Query {
-            manager: self,
+            manager: self.clone(),
             sql: sql.into(),
             page_size: None,
             continuation: None,
@@ -129,14 +141,14 @@ fn page(response: ResponseValue<Vec<Value>>) -> QueryPage {
 /// A query to run across pages; see [`RegistryManager::query`].
 #[derive(Clone, Debug)]
 #[must_use = "a query does nothing until streamed"]
-pub struct Query<'a> {
-    manager: &'a RegistryManager,
+pub struct Query {
+    manager: RegistryManager,
     sql: String,
     page_size: Option<u32>,
     continuation: Option<String>,
 }
 
-impl<'a> Query<'a> {
+impl Query {
     /// Asks for pages of this many items (`x-ms-max-item-count`), on every page.
     pub fn page_size(mut self, size: u32) -> Self {
         self.page_size = Some(size);
@@ -151,7 +163,7 @@ impl<'a> Query<'a> {
 
     /// The pages, each requested when the previous one has been consumed, replaying the same
     /// query and page size with the continuation token until the service sends none.
-    pub fn pages(self) -> impl Stream<Item = Result<QueryPage>> + 'a {
+    pub fn pages(self) -> impl Stream<Item = Result<QueryPage>> + Send + 'static {
         let first = Some(self.continuation.clone());
         stream::try_unfold((self, first), |(query, next)| async move {
             // `None`: the previous page was the last one.
@@ -168,14 +180,14 @@ impl<'a> Query<'a> {
     }
 
     /// Every item of every page, in order.
-    pub fn stream(self) -> impl Stream<Item = Result<Value>> + 'a {
+    pub fn stream(self) -> impl Stream<Item = Result<Value>> + Send + 'static {
         self.pages()
             .map_ok(|page| stream::iter(page.items.into_iter().map(Ok)))
             .try_flatten()
     }
 
     /// Every item, as a twin.
-    pub fn twins(self) -> impl Stream<Item = Result<Twin>> + 'a {
+    pub fn twins(self) -> impl Stream<Item = Result<Twin>> + Send + 'static {
         self.stream()
             .and_then(|item| async move { decode_item(item) })
     }
