@@ -13,6 +13,7 @@ use iothub_rest_gen::types::{
 use iothub_rest_gen::{Error as RestError, ResponseValue};
 
 use crate::error::{Error, Result};
+use crate::identity::check_mechanism;
 use crate::ids::{validate_device_id, validate_module_id};
 use crate::manager::{Call, RegistryManager};
 
@@ -126,6 +127,15 @@ fn check_entries(devices: &[ExportImportDevice]) -> Result<()> {
         validate_device_id(id)?;
         if let Some(module_id) = &device.module_id {
             validate_module_id(module_id)?;
+        }
+        if let Some(auth) = &device.authentication {
+            check_mechanism(auth).map_err(|error| match error {
+                Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
+                    argument: "devices",
+                    reason: format!("entry {i} ({id:?}): `{argument}` {reason}"),
+                },
+                other => other,
+            })?;
         }
         if !seen.insert((id, device.module_id.as_deref())) {
             return Err(Error::InvalidArgument {
@@ -332,6 +342,22 @@ mod tests {
         let err = check_entries(&[entry("a"), ExportImportDevice::default()]).unwrap_err();
         assert!(err.to_string().contains("entry 1 has no id"), "{err}");
         assert!(check_entries(&[entry("bad id")]).is_err());
+        // Keys and thumbprints follow the single-identity rules, and the entry is named.
+        let short_key = crate::bulk_entry::create("k", crate::SasKeys::new("AAAA", "AAAA"));
+        let err = check_entries(&[entry("a"), short_key])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("entry 1 (\"k\"): `primary_key` decodes to 3 bytes"),
+            "{err}"
+        );
+        let bad_thumbprint =
+            crate::bulk_entry::create("t", crate::X509Thumbprints::new("not hex", "b".repeat(40)));
+        let err = check_entries(&[bad_thumbprint]).unwrap_err().to_string();
+        assert!(err.contains("`primary_thumbprint`"), "{err}");
+        // Keys left to the service pass.
+        let generated = crate::bulk_entry::create("g", crate::SasKeys::generated());
+        assert!(check_entries(&[generated]).is_ok());
         // A device and its module are different identities.
         let module = ExportImportDevice {
             module_id: Some("m".into()),

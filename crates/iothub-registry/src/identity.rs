@@ -81,6 +81,33 @@ fn check_key(argument: &'static str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the keys and thumbprints an `authentication` model carries (a bulk entry's), with
+/// the rules of [`SasKeys`] and [`X509Thumbprints`]; empty or absent ones are the service's
+/// to generate or refuse.
+pub(crate) fn check_mechanism(auth: &AuthenticationMechanism) -> Result<()> {
+    if let Some(keys) = &auth.symmetric_key {
+        for (argument, key) in [
+            ("primary_key", &keys.primary_key),
+            ("secondary_key", &keys.secondary_key),
+        ] {
+            if let Some(key) = key.as_ref().filter(|k| !k.expose_secret().is_empty()) {
+                check_key(argument, key.expose_secret())?;
+            }
+        }
+    }
+    if let Some(thumbprints) = &auth.x509_thumbprint {
+        for (argument, t) in [
+            ("primary_thumbprint", &thumbprints.primary_thumbprint),
+            ("secondary_thumbprint", &thumbprints.secondary_thumbprint),
+        ] {
+            if let Some(t) = t.as_deref().filter(|t| !t.is_empty()) {
+                check_thumbprint(argument, t)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The certificate thumbprints of a self-signed X.509 identity (hex SHA-1 or SHA-256).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct X509Thumbprints {
@@ -98,21 +125,36 @@ impl X509Thumbprints {
     }
 
     fn check(&self) -> Result<()> {
-        for (argument, t) in [
-            ("primary_thumbprint", &self.primary),
-            ("secondary_thumbprint", &self.secondary),
-        ] {
-            if !matches!(t.len(), 40 | 64) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::InvalidArgument {
-                    argument,
-                    reason: format!(
-                        "{t:?} is not a hex SHA-1 (40 digits) or SHA-256 (64 digits) thumbprint"
-                    ),
-                });
-            }
-        }
-        Ok(())
+        check_thumbprint("primary_thumbprint", &self.primary)?;
+        check_thumbprint("secondary_thumbprint", &self.secondary)
     }
+}
+
+/// The `authentication` of a SAS identity, as the `*_with_sas` methods send it: for bulk
+/// entries ([`bulk_entry`](crate::bulk_entry)) and anything else that takes the model.
+impl From<SasKeys> for AuthenticationMechanism {
+    fn from(keys: SasKeys) -> Self {
+        Auth::Sas(&keys).mechanism()
+    }
+}
+
+/// The `authentication` of a self-signed X.509 identity, as the `*_with_x509` methods send it.
+impl From<X509Thumbprints> for AuthenticationMechanism {
+    fn from(thumbprints: X509Thumbprints) -> Self {
+        Auth::X509(&thumbprints).mechanism()
+    }
+}
+
+fn check_thumbprint(argument: &'static str, t: &str) -> Result<()> {
+    if !matches!(t.len(), 40 | 64) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidArgument {
+            argument,
+            reason: format!(
+                "{t:?} is not a hex SHA-1 (40 digits) or SHA-256 (64 digits) thumbprint"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// How an identity authenticates; one value per `*_with_*` method family.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod bulk;
+pub mod bulk_entry;
 pub mod c2d;
 mod devices;
 mod error;
@@ -33,4 +34,4 @@ pub use retry::{ExponentialRetry, NoRetry, RetryClass, RetryContext, RetryPolicy
 pub use twin_patch::TwinPatch;
 
 /// Credentials and connection strings (re-exported from `iothub-auth`).
-pub use iothub_auth::{ConnectionString, Credential};
+pub use iothub_auth::{ConnectionString, Credential, HostName};
