@@ -29,30 +29,37 @@ impl RegistryManager {
     }
 
     /// Merges `patch` (its `tags` and `properties.desired`) into a device twin (HTTP PATCH).
-    /// A key set to JSON `null` removes it.
+    /// A key set to JSON `null` removes it. `patch` is a [`TwinPatch`](crate::TwinPatch) or a
+    /// [`Twin`].
     ///
     /// ```no_run
-    /// use iothub_registry::{IfMatch, RegistryManager, models::Twin};
+    /// use iothub_registry::{IfMatch, RegistryManager, TwinPatch, models::Twin};
     /// use serde_json::json;
     ///
     /// # async fn run(registry: RegistryManager) -> Result<(), Box<dyn std::error::Error>> {
     /// let twin = registry.get_twin("thermostat-1").await?;
-    /// let patch: Twin = serde_json::from_value(json!({
-    ///     "properties": { "desired": { "targetTemperature": 21.5 } }
-    /// }))?;
+    /// let patch = TwinPatch::new()
+    ///     .tag("floor", 3)
+    ///     .desired("targetTemperature", 21.5);
     /// // Applied only if nobody wrote the twin since it was read.
     /// registry
     ///     .update_twin("thermostat-1", patch, IfMatch::from_current(twin.etag.as_deref())?)
     ///     .await?;
+    ///
+    /// // Or as JSON.
+    /// let patch: Twin = serde_json::from_value(json!({
+    ///     "properties": { "desired": { "targetTemperature": 22.0 } }
+    /// }))?;
+    /// registry.update_twin("thermostat-1", patch, IfMatch::Any).await?;
     /// # Ok(()) }
     /// ```
     pub async fn update_twin(
         &self,
         device_id: impl Into<String>,
-        patch: Twin,
+        patch: impl Into<Twin>,
         if_match: IfMatch,
     ) -> Result<Twin> {
-        self.write_twin(device_id.into(), None, patch, if_match, Write::Merge)
+        self.write_twin(device_id.into(), None, patch.into(), if_match, Write::Merge)
             .await
     }
 
@@ -90,17 +97,24 @@ impl RegistryManager {
         .await
     }
 
-    /// Merges `patch` into a module twin (HTTP PATCH).
+    /// Merges `patch` (a [`TwinPatch`](crate::TwinPatch) or a [`Twin`]) into a module twin
+    /// (HTTP PATCH).
     pub async fn update_module_twin(
         &self,
         device_id: impl Into<String>,
         module_id: impl Into<String>,
-        patch: Twin,
+        patch: impl Into<Twin>,
         if_match: IfMatch,
     ) -> Result<Twin> {
         let module_id = Some(module_id.into());
-        self.write_twin(device_id.into(), module_id, patch, if_match, Write::Merge)
-            .await
+        self.write_twin(
+            device_id.into(),
+            module_id,
+            patch.into(),
+            if_match,
+            Write::Merge,
+        )
+        .await
     }
 
     /// Replaces the tags and desired properties of a module twin (HTTP PUT).

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use iothub_registry::models::{CloudToDeviceMethod, ErrorCode, ExportImportDevice, ImportMode};
+use iothub_registry::models::{
+    CloudToDeviceMethod, ErrorCode, ExportImportDevice, ImportMode, Twin,
+};
 use iothub_registry::{Error, IfMatch, NoRetry, RegistryManager, SasKeys};
 use iothub_test_support::credentials::{SERVICE_KEY as KEY, credential};
 use iothub_test_support::wire::{fast_retries, registry_builder};
@@ -92,7 +94,7 @@ async fn a_stale_etag_is_a_precondition_failure() {
     let err = manager(&server)
         .update_twin(
             "d1",
-            Default::default(),
+            Twin::default(),
             IfMatch::from_current(Some("AAAAAAAAAAE=")).unwrap(),
         )
         .await
