@@ -18,11 +18,28 @@ impl RegistryManager {
     /// [`SasKeys::generated`] to let the service generate the keys.
     ///
     /// Fails with a 409 ([`Error::is_conflict`]) if the device exists.
+    ///
+    /// The status (here and in every method taking one) is a `DeviceStatus` or a reference to
+    /// one, so a status chosen once can be passed as often as needed:
+    ///
+    /// ```no_run
+    /// use iothub_registry::models::DeviceStatus;
+    /// use iothub_registry::{DeviceOptions, RegistryManager, SasKeys};
+    ///
+    /// # async fn run(registry: RegistryManager, staging: bool) -> iothub_registry::Result<()> {
+    /// let status = if staging { DeviceStatus::Disabled } else { DeviceStatus::Enabled };
+    /// for id in ["sensor-1", "sensor-2"] {
+    ///     registry
+    ///         .create_device_with_sas(id, SasKeys::generated(), &status, DeviceOptions::new())
+    ///         .await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn create_device_with_sas(
         &self,
         device_id: impl Into<String>,
         keys: SasKeys,
-        status: DeviceStatus,
+        status: impl Into<DeviceStatus>,
         options: DeviceOptions,
     ) -> Result<Device> {
         let op = "create_device_with_sas";
@@ -42,7 +59,7 @@ impl RegistryManager {
         &self,
         device_id: impl Into<String>,
         thumbprints: X509Thumbprints,
-        status: DeviceStatus,
+        status: impl Into<DeviceStatus>,
         options: DeviceOptions,
     ) -> Result<Device> {
         let op = "create_device_with_x509";
@@ -56,7 +73,7 @@ impl RegistryManager {
     pub async fn create_device_with_certificate_authority(
         &self,
         device_id: impl Into<String>,
-        status: DeviceStatus,
+        status: impl Into<DeviceStatus>,
         options: DeviceOptions,
     ) -> Result<Device> {
         let op = "create_device_with_certificate_authority";
@@ -75,7 +92,7 @@ impl RegistryManager {
         device_id: impl Into<String>,
         if_match: IfMatch,
         keys: SasKeys,
-        status: DeviceStatus,
+        status: impl Into<DeviceStatus>,
         options: DeviceOptions,
     ) -> Result<Device> {
         let op = "update_device_with_sas";
@@ -90,7 +107,7 @@ impl RegistryManager {
         device_id: impl Into<String>,
         if_match: IfMatch,
         thumbprints: X509Thumbprints,
-        status: DeviceStatus,
+        status: impl Into<DeviceStatus>,
         options: DeviceOptions,
     ) -> Result<Device> {
         let op = "update_device_with_x509";
@@ -105,7 +122,7 @@ impl RegistryManager {
         &self,
         device_id: impl Into<String>,
         if_match: IfMatch,
-        status: DeviceStatus,
+        status: impl Into<DeviceStatus>,
         options: DeviceOptions,
     ) -> Result<Device> {
         let op = "update_device_with_certificate_authority";
@@ -176,14 +193,14 @@ impl RegistryManager {
         device_id: String,
         if_match: Option<IfMatch>,
         auth: Auth<'_>,
-        status: DeviceStatus,
+        status: impl Into<DeviceStatus>,
         options: DeviceOptions,
     ) -> Result<Device> {
         validate_device_id(&device_id)?;
         auth.check()?;
         let body = Device {
             device_id: Some(device_id.clone()),
-            status: Some(status),
+            status: Some(status.into()),
             authentication: Some(auth.mechanism()),
             capabilities: Some(DeviceCapabilities {
                 iot_edge: Some(options.iot_edge),

@@ -61,6 +61,15 @@ macro_rules! open_enum {
             }
         }
 
+        /// A copy: open enums keep unknown values as text, so they are `Clone` but not
+        /// `Copy`; this lets a method taking `impl Into<Self>` be given `&value` as often as
+        /// needed.
+        impl ::std::convert::From<&$name> for $name {
+            fn from(value: &$name) -> Self {
+                value.clone()
+            }
+        }
+
         impl ::std::str::FromStr for $name {
             type Err = ::std::convert::Infallible;
 
