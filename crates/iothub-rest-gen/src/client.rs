@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use iothub_auth::network::{NetworkOptions, ProxySetting};
 use iothub_auth::{ConnectionString, Credential};
+use reqwest::header::HeaderValue;
 
 use crate::Client;
+use crate::limits::BodyLimits;
 
 /// The api-version this crate was generated from and sends by default.
 pub const API_VERSION: &str = "2021-04-12";
@@ -16,23 +18,30 @@ pub const API_VERSION: &str = "2021-04-12";
 /// method may legitimately take its connect timeout plus 300 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `User-Agent` of the HTTP client built by [`ClientBuilder`], before any suffix.
+/// The `User-Agent` of every request, before any suffix.
 const USER_AGENT: &str = concat!("iothub-rs/", env!("CARGO_PKG_VERSION"));
 
 /// What the generated [`Client`] carries for the request hook: the credential that signs
-/// every request and the api-version added to every URL.
+/// every request, the api-version added to every URL, the `User-Agent` set on every request
+/// and the caps on response bodies.
 #[derive(Clone, Debug)]
 pub struct ClientContext {
     credential: Credential,
     api_version: Arc<str>,
+    user_agent: HeaderValue,
+    limits: BodyLimits,
 }
 
 impl ClientContext {
-    /// A context sending [`API_VERSION`].
+    /// A context sending [`API_VERSION`], `User-Agent: iothub-rs/<version>`, and capping
+    /// response bodies at [`DEFAULT_MAX_RESPONSE_BODY`](crate::DEFAULT_MAX_RESPONSE_BODY) and
+    /// error bodies at [`DEFAULT_MAX_ERROR_BODY`](crate::DEFAULT_MAX_ERROR_BODY).
     pub fn new(credential: Credential) -> Self {
         Self {
             credential,
             api_version: API_VERSION.into(),
+            user_agent: HeaderValue::from_static(USER_AGENT),
+            limits: BodyLimits::default(),
         }
     }
 
@@ -50,6 +59,19 @@ impl ClientContext {
     /// The api-version sent with every request.
     pub fn api_version(&self) -> &str {
         &self.api_version
+    }
+
+    /// The `User-Agent` set on every request, whatever the HTTP client's own.
+    pub fn user_agent(&self) -> &str {
+        self.user_agent.to_str().unwrap_or(USER_AGENT)
+    }
+
+    pub(crate) fn user_agent_header(&self) -> &HeaderValue {
+        &self.user_agent
+    }
+
+    pub(crate) fn limits(&self) -> BodyLimits {
+        self.limits
     }
 }
 
@@ -72,10 +94,12 @@ pub enum BuildError {
     #[error("invalid api-version {0:?}")]
     InvalidApiVersion(String),
     /// The HTTP client could not be built (for example, no TLS roots, a root certificate
-    /// that is not a certificate, a proxy URL the HTTP client does not support, or a user
-    /// agent suffix that is not a valid header value).
+    /// that is not a certificate, or a proxy URL the HTTP client does not support).
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    /// The user agent suffix makes a `User-Agent` that is not a valid header value.
+    #[error("invalid user agent suffix {0:?}")]
+    InvalidUserAgent(String),
 }
 
 impl Client {
@@ -98,6 +122,7 @@ impl Client {
             user_agent_suffix: None,
             network: NetworkOptions::default(),
             allow_http: false,
+            limits: BodyLimits::default(),
         }
     }
 }
@@ -106,8 +131,10 @@ impl Client {
 ///
 /// Unless given one with [`http_client`](Self::http_client), it builds the HTTP client: the
 /// operating system's trusted roots plus any in the [`NetworkOptions`], their proxy setting, a
-/// connect timeout and no total timeout, and `User-Agent: iothub-rs/<version>[ <suffix>]`. It is
-/// the one place the SDK builds one.
+/// connect timeout and no total timeout, no redirects followed (the service never redirects;
+/// a 3xx is returned as it is), and `User-Agent: iothub-rs/<version>[ <suffix>]`. It is the
+/// one place the SDK builds one. Whichever HTTP client is used, every request carries that
+/// `User-Agent`, and response bodies are read under the caps set here.
 #[derive(Debug)]
 #[must_use = "call .build() to get a client"]
 pub struct ClientBuilder {
@@ -118,6 +145,7 @@ pub struct ClientBuilder {
     user_agent_suffix: Option<String>,
     network: NetworkOptions,
     allow_http: bool,
+    limits: BodyLimits,
 }
 
 impl ClientBuilder {
@@ -127,9 +155,14 @@ impl ClientBuilder {
         self
     }
 
-    /// Uses this HTTP client (proxy, TLS roots, timeouts and user agent are then yours, and
-    /// the settings below that shape the HTTP client are ignored). Avoid a total timeout
-    /// shorter than the direct methods you invoke.
+    /// Uses this HTTP client (proxy, TLS roots and timeouts are then yours, and the settings
+    /// below that shape the HTTP client are ignored; the `User-Agent` and the body caps still
+    /// apply, per request). Avoid a total timeout shorter than the direct methods you invoke.
+    ///
+    /// Build it with `redirect(reqwest::redirect::Policy::none())`: reqwest follows up to 10
+    /// redirects by default, to any origin. The service never redirects, so a redirect comes
+    /// from something else on the way, and following it sends the request (without its
+    /// `Authorization`) where the SDK did not mean to and accepts whatever answers there.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
         self
@@ -142,10 +175,28 @@ impl ClientBuilder {
         self
     }
 
-    /// Appended to the `User-Agent` of the HTTP client this builder makes:
-    /// `iothub-rs/<version> <suffix>`.
+    /// Appended to the `User-Agent` of every request: `iothub-rs/<version> <suffix>`, with the
+    /// HTTP client this builder makes or one given with [`http_client`](Self::http_client).
     pub fn user_agent_suffix(mut self, suffix: impl Into<String>) -> Self {
         self.user_agent_suffix = Some(suffix.into());
+        self
+    }
+
+    /// The largest body of a success response read (default
+    /// [`DEFAULT_MAX_RESPONSE_BODY`](crate::DEFAULT_MAX_RESPONSE_BODY), 128 MiB). A larger one,
+    /// or a `Content-Length` announcing one, fails the request with
+    /// [`ResponseTooLarge`](crate::ResponseTooLarge) in its error's sources, and reading stops
+    /// there.
+    pub fn max_response_body(mut self, bytes: u64) -> Self {
+        self.limits.success = bytes;
+        self
+    }
+
+    /// The largest body of an error response read (default
+    /// [`DEFAULT_MAX_ERROR_BODY`](crate::DEFAULT_MAX_ERROR_BODY), 1 MiB); see
+    /// [`max_response_body`](Self::max_response_body).
+    pub fn max_error_body(mut self, bytes: u64) -> Self {
+        self.limits.error = bytes;
         self
     }
 
@@ -175,32 +226,36 @@ impl ClientBuilder {
         {
             return Err(BuildError::InvalidApiVersion(version.to_owned()));
         }
+        let user_agent = match &self.user_agent_suffix {
+            Some(suffix) => HeaderValue::try_from(format!("{USER_AGENT} {suffix}"))
+                .map_err(|_| BuildError::InvalidUserAgent(suffix.clone()))?,
+            None => HeaderValue::from_static(USER_AGENT),
+        };
         let http = match self.http_client {
             Some(client) => client,
-            None => http_client(
-                self.connect_timeout,
-                self.user_agent_suffix.as_deref(),
-                &self.network,
-            )
-            .map_err(BuildError::Http)?,
+            None => http_client(self.connect_timeout, user_agent.clone(), &self.network)
+                .map_err(BuildError::Http)?,
         };
-        Ok(Client::new_with_client(&endpoint, http, self.context))
+        let context = ClientContext {
+            user_agent,
+            limits: self.limits,
+            ..self.context
+        };
+        Ok(Client::new_with_client(&endpoint, http, context))
     }
 }
 
 /// The HTTP client [`ClientBuilder`] makes.
 fn http_client(
     connect_timeout: Duration,
-    user_agent_suffix: Option<&str>,
+    user_agent: HeaderValue,
     network: &NetworkOptions,
 ) -> reqwest::Result<reqwest::Client> {
-    let user_agent = match user_agent_suffix {
-        Some(suffix) => format!("{USER_AGENT} {suffix}"),
-        None => USER_AGENT.to_owned(),
-    };
     let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
-        .user_agent(user_agent);
+        .user_agent(user_agent)
+        // The service never redirects; a 3xx is reported, not followed.
+        .redirect(reqwest::redirect::Policy::none());
     for root in network.root_certificates() {
         builder = builder.add_root_certificate(reqwest::Certificate::from_der(root)?);
     }
@@ -275,14 +330,18 @@ mod tests {
             .await;
         let mut network = NetworkOptions::new();
         network.set_proxy(ProxySetting::url(&proxy.uri()).unwrap());
-        for (suffix, expected) in [
-            (None, USER_AGENT.to_owned()),
+        for (user_agent, expected) in [
+            (HeaderValue::from_static(USER_AGENT), USER_AGENT.to_owned()),
             (
-                Some("fleet-tool/2.1"),
+                HeaderValue::from_static(concat!(
+                    "iothub-rs/",
+                    env!("CARGO_PKG_VERSION"),
+                    " fleet-tool/2.1"
+                )),
                 format!("{USER_AGENT} fleet-tool/2.1"),
             ),
         ] {
-            let http = http_client(DEFAULT_CONNECT_TIMEOUT, suffix, &network).unwrap();
+            let http = http_client(DEFAULT_CONNECT_TIMEOUT, user_agent, &network).unwrap();
             let response = http.get("http://127.0.0.1:9/ping").send().await.unwrap();
             assert_eq!(response.status(), 204);
             let requests = proxy.received_requests().await.unwrap();
@@ -326,11 +385,43 @@ mod tests {
 
     #[test]
     fn a_user_agent_suffix_that_is_no_header_value_fails_the_build() {
-        let error = Client::builder("https://hub.azure-devices.net", credential())
-            .user_agent_suffix("bad\nagent")
-            .build()
-            .unwrap_err();
-        assert!(matches!(error, BuildError::Http(_)), "{error:?}");
+        for own in [None, Some(reqwest::Client::new())] {
+            let mut builder = Client::builder("https://hub.azure-devices.net", credential())
+                .user_agent_suffix("bad\nagent");
+            if let Some(own) = own {
+                builder = builder.http_client(own);
+            }
+            let error = builder.build().unwrap_err();
+            assert!(
+                matches!(&error, BuildError::InvalidUserAgent(s) if s == "bad\nagent"),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_made_here_follows_no_redirect() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+
+        let elsewhere = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&elsewhere)
+            .await;
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(307).insert_header("location", elsewhere.uri()))
+            .mount(&server)
+            .await;
+        let http = http_client(
+            DEFAULT_CONNECT_TIMEOUT,
+            HeaderValue::from_static(USER_AGENT),
+            &NetworkOptions::new(),
+        )
+        .unwrap();
+        let response = http.get(server.uri()).send().await.unwrap();
+        assert_eq!(response.status(), 307);
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What every request gets before it is sent: the strict path encoding of the reference SDK,
-//! the api-version, and a fresh `Authorization` (on every attempt, retries included).
+//! the api-version, our `User-Agent`, and a fresh `Authorization` (on every attempt, retries
+//! included). And what every response gets before the generated code reads it: its body capped
+//! ([`crate::limits`]).
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use progenitor_client::{ClientHooks, ClientInfo, Error, OperationInfo};
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
 
 use crate::{Client, ClientContext};
 
@@ -39,6 +41,11 @@ impl ClientHooks<ClientContext> for Client {
             .headers_mut()
             .entry(ACCEPT)
             .or_insert(HeaderValue::from_static("application/json"));
+        // On the request, not only as the HTTP client's default, so that a client of the
+        // user's own sends it too.
+        request
+            .headers_mut()
+            .insert(USER_AGENT, context.user_agent_header().clone());
 
         let authorization = context
             .credential()
@@ -51,6 +58,18 @@ impl ClientHooks<ClientContext> for Client {
         value.set_sensitive(true);
         request.headers_mut().insert(AUTHORIZATION, value);
         Ok(())
+    }
+
+    /// Sends the request and caps the response's body. The generated code reads the body in
+    /// the same future that sent the request, so whoever bounds that future in time bounds the
+    /// read too.
+    async fn exec(
+        &self,
+        request: reqwest::Request,
+        _info: &OperationInfo,
+    ) -> reqwest::Result<reqwest::Response> {
+        let response = self.client().execute(request).await?;
+        Ok(crate::limits::limit(response, self.inner().limits()))
     }
 }
 

@@ -1,11 +1,15 @@
 #![doc = include_str!("../README.md")]
 
 #[cfg(feature = "client")]
+mod bulk;
+#[cfg(feature = "client")]
 mod client;
 mod datetime;
 mod error_codes;
 #[cfg(feature = "client")]
 mod hooks;
+#[cfg(feature = "client")]
+mod limits;
 mod open_enum;
 mod retry_after;
 mod secret;
@@ -27,5 +31,7 @@ pub use datetime::{IotDateTime, ParseDateTimeError};
 pub use generated::*;
 #[cfg(feature = "client")]
 pub use hooks::encode_path_segment;
+#[cfg(feature = "client")]
+pub use limits::{DEFAULT_MAX_ERROR_BODY, DEFAULT_MAX_RESPONSE_BODY, ResponseTooLarge};
 pub use secret::{SasUri, SecretString, redact_secrets};
 pub use service_error::{ERROR_CODE_HEADER, ServiceError};
