@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::time::OffsetDateTime;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use tokio::sync::Mutex;
 
 use crate::clock::{Clock, SystemClock};
@@ -45,7 +47,9 @@ const AAD_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// - **Azure AD** ([`from_token_credential`](Self::from_token_credential)): any
 ///   `azure_core::credentials::TokenCredential`, such as those in `azure_identity`. The token for
 ///   [`DEFAULT_SCOPE`] (see [`with_scope`](Self::with_scope)) is cached until 5 minutes before it
-///   expires; concurrent callers share one refresh.
+///   expires. Concurrent callers share one refresh without waiting on a lock: each awaits the
+///   same `get_token` call, and one that stops waiting (its deadline passed) leaves the call
+///   running for the next caller. A failed refresh is not cached.
 ///
 /// ```
 /// use iothub_auth::{CbsTokenType, ConnectionString, Credential};
@@ -75,8 +79,20 @@ struct Inner {
     config: Config,
     sas_http: Mutex<Option<Cached>>,
     sas_amqp: Mutex<Option<Cached>>,
-    bearer: Mutex<Option<Cached>>,
+    /// Never held across an await: the refresh in flight is a shared future, not a lock.
+    bearer: std::sync::Mutex<Bearer>,
 }
+
+/// The Azure AD token cache: the token, and the refresh in flight, if any.
+#[derive(Default)]
+struct Bearer {
+    cached: Option<Cached>,
+    refresh: Option<Refresh>,
+}
+
+/// One `get_token` call, awaited by every caller that needs a token meanwhile. A caller that
+/// gives up (its deadline passed) drops only its handle: the next caller resumes the same call.
+type Refresh = Shared<BoxFuture<'static, std::result::Result<Cached, Arc<azure_core::Error>>>>;
 
 // Everything needed to rebuild a credential with one setting changed (caches start empty).
 #[derive(Clone)]
@@ -281,9 +297,7 @@ impl Credential {
                 self.check_not_expired(token)?;
                 Ok(token.as_secret().clone())
             }
-            Source::Aad { credential, scope } => {
-                Ok(self.bearer(credential.as_ref(), scope).await?.token)
-            }
+            Source::Aad { credential, scope } => Ok(self.bearer(credential, scope).await?.token),
         }
     }
 
@@ -313,7 +327,7 @@ impl Credential {
                 })
             }
             Source::Aad { credential, scope } => {
-                let cached = self.bearer(credential.as_ref(), scope).await?;
+                let cached = self.bearer(credential, scope).await?;
                 Ok(CbsToken {
                     token: cached.token,
                     token_type: CbsTokenType::Bearer,
@@ -330,7 +344,7 @@ impl Credential {
                 config,
                 sas_http: Mutex::new(None),
                 sas_amqp: Mutex::new(None),
-                bearer: Mutex::new(None),
+                bearer: std::sync::Mutex::default(),
             }),
         }
     }
@@ -391,34 +405,58 @@ impl Credential {
         Ok(cached)
     }
 
-    async fn bearer(&self, credential: &dyn TokenCredential, scope: &str) -> Result<Cached> {
+    async fn bearer(&self, credential: &Arc<dyn TokenCredential>, scope: &str) -> Result<Cached> {
         let clock = &self.inner.config.clock;
-        // Held across the request, so concurrent callers wait for one refresh and then share it.
-        let mut cache = self.inner.bearer.lock().await;
-        if let Some(cached) = cache.as_ref().filter(|c| clock.now() < c.refresh_at) {
-            return Ok(cached.clone());
+        let refresh = {
+            // A poisoned lock only means a panic elsewhere while it was held; the state is
+            // still consistent (every write is a single assignment).
+            let mut state = self.inner.bearer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(cached) = state.cached.as_ref().filter(|c| clock.now() < c.refresh_at) {
+                return Ok(cached.clone());
+            }
+            state
+                .refresh
+                .get_or_insert_with(|| refresh(credential.clone(), scope.to_owned(), clock.clone()))
+                .clone()
+        };
+        let outcome = refresh.clone().await;
+        let mut state = self.inner.bearer.lock().unwrap_or_else(|e| e.into_inner());
+        // The first caller to see this refresh end files its outcome; a failure is not cached,
+        // so the next call asks again.
+        if state.refresh.as_ref().is_some_and(|r| r.ptr_eq(&refresh)) {
+            state.refresh = None;
+            if let Ok(cached) = &outcome {
+                state.cached = Some(cached.clone());
+            }
         }
-        let access =
-            credential
-                .get_token(&[scope], None)
-                .await
-                .map_err(|e| Error::TokenCredential {
-                    scope: scope.to_owned(),
-                    source: Box::new(e),
-                })?;
+        outcome.map_err(|source| Error::TokenCredential {
+            scope: scope.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Asks `credential` for a token for `scope`; refreshed [`AAD_REFRESH_MARGIN`] before it
+/// expires, or halfway through a shorter life.
+fn refresh(credential: Arc<dyn TokenCredential>, scope: String, clock: Arc<dyn Clock>) -> Refresh {
+    async move {
+        let access = credential
+            .get_token(&[scope.as_str()], None)
+            .await
+            .map_err(Arc::new)?;
         let expires_at = offset_to_system_time(access.expires_on);
         let lifetime = expires_at
             .duration_since(clock.now())
             .unwrap_or(Duration::ZERO);
         let margin = AAD_REFRESH_MARGIN.min(lifetime / 2);
-        let cached = Cached {
+        Ok(Cached {
             token: Secret::new(format!("Bearer {}", access.token.secret())),
             expires_at,
             refresh_at: expires_at.checked_sub(margin).unwrap_or(expires_at),
-        };
-        *cache = Some(cached.clone());
-        Ok(cached)
+        })
     }
+    .boxed()
+    .shared()
 }
 
 fn offset_to_system_time(t: OffsetDateTime) -> SystemTime {
@@ -846,6 +884,29 @@ mod tests {
             assert_eq!(task.await.unwrap().expose_secret(), "Bearer jwt-1");
         }
         assert_eq!(aad.calls(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_outlives_a_caller_that_gave_up_and_blocks_nobody() {
+        let clock = Arc::new(ManualClock::new(at(T0)));
+        let aad = Arc::new(FakeAad {
+            delay: Duration::from_millis(300),
+            ..Arc::into_inner(FakeAad::new(&clock, Duration::from_secs(3600))).unwrap()
+        });
+        let credential =
+            Credential::from_token_credential(host("hub.azure-devices.net"), aad.clone())
+                .with_clock(clock);
+        // A caller with a short deadline gives up while the refresh is in flight...
+        let impatient =
+            tokio::time::timeout(Duration::from_millis(50), credential.http_authorization()).await;
+        assert!(impatient.is_err(), "the fake answers after 300 ms");
+        // ...another one, started meanwhile, is not stuck behind a lock: it can give up too...
+        let other = tokio::time::timeout(Duration::from_millis(50), credential.cbs_token()).await;
+        assert!(other.is_err());
+        // ...and the next patient caller gets the token of that same refresh.
+        let token = credential.http_authorization().await.unwrap();
+        assert_eq!(token.expose_secret(), "Bearer jwt-1");
+        assert_eq!(aad.calls(), 1, "one refresh, shared");
     }
 
     #[tokio::test]
