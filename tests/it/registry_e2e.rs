@@ -12,7 +12,7 @@ use iothub_registry::models::{
     CloudToDeviceMethod, DeviceStatus, ExportImportDevice, ImportMode, Twin,
 };
 use iothub_registry::{DeviceOptions, IfMatch, RegistryManager, SasKeys, X509Thumbprints};
-use iothub_test_support::credentials::FixedToken;
+use iothub_test_support::credentials::{FixedToken, OTHER_KEY};
 use iothub_test_support::emulator::{registry_builder, registry_builder_with};
 use serde_json::json;
 
@@ -65,12 +65,28 @@ async fn identities_of_every_kind_and_their_failures() {
         .await
         .unwrap_err();
     assert_eq!((err.status(), err.is_conflict()), (Some(409), true));
+    // An update keeps the keys the service generated: they are passed back explicitly.
+    let key = |d: &iothub_registry::models::Device| {
+        let key = d
+            .authentication
+            .as_ref()
+            .unwrap()
+            .symmetric_key
+            .as_ref()
+            .unwrap();
+        let side = |k: &Option<iothub_rest_gen::SecretString>| {
+            k.as_ref().unwrap().expose_secret().to_owned()
+        };
+        (side(&key.primary_key), side(&key.secondary_key))
+    };
+    let (primary, secondary) = key(&d);
+    let keys = SasKeys::new(&primary, &secondary);
     let stale = IfMatch::try_from("c3RhbGU=").unwrap();
     let err = rm
         .update_device_with_sas(
             id,
             stale.clone(),
-            SasKeys::generated(),
+            keys.clone(),
             DeviceStatus::Disabled,
             DeviceOptions::new(),
         )
@@ -82,13 +98,14 @@ async fn identities_of_every_kind_and_their_failures() {
         .update_device_with_sas(
             id,
             current,
-            SasKeys::generated(),
+            keys,
             DeviceStatus::Disabled,
             DeviceOptions::new(),
         )
         .await
         .unwrap();
     assert_eq!(u.status, Some(DeviceStatus::Disabled));
+    assert_eq!(key(&u), (primary, secondary), "the keys did not change");
 
     let x = rm
         .create_device_with_x509(
@@ -137,11 +154,12 @@ async fn identities_of_every_kind_and_their_failures() {
         .await
         .unwrap_err();
     assert!(err.is_conflict());
+    // New keys of one's own: an update never asks the service to generate them.
     rm.update_module_with_sas(
         id,
         mid,
         IfMatch::from_current(m.etag.as_deref()).unwrap(),
-        SasKeys::generated(),
+        SasKeys::new(OTHER_KEY, OTHER_KEY),
         None,
     )
     .await

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
+use iothub_rest_gen::ResponseValue;
 use iothub_rest_gen::types::{
-    BulkRegistryOperationResult, DeviceRegistryOperationError, DeviceRegistryOperationWarning,
-    ExportImportDevice, ImportMode,
+    AuthenticationMechanism, AuthenticationType, BulkRegistryOperationResult,
+    DeviceRegistryOperationError, DeviceRegistryOperationWarning, ExportImportDevice, ImportMode,
 };
-use iothub_rest_gen::{Error as RestError, ResponseValue};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::identity::check_mechanism;
 use crate::ids::{validate_device_id, validate_module_id};
 use crate::manager::{Call, RegistryManager};
+use crate::retry::OperationKind;
 
 /// The most identities the service takes in one bulk call.
 pub const MAX_BULK_DEVICES: usize = 100;
@@ -23,7 +25,10 @@ pub const MAX_BULK_DEVICES: usize = 100;
 impl RegistryManager {
     /// Creates, updates or deletes up to 100 identities in one call, each as its `importMode`
     /// says. Like the reference, a 400 with per-device errors is returned as the result
-    /// (`is_successful == Some(false)`), not as an error.
+    /// (`is_successful == Some(false)`), not as an error. A 400 is a result only when its body
+    /// carries one (`isSuccessful`, or a non-empty `errors` or `warnings`): the service also
+    /// answers 400 with its ordinary error body when it applied nothing, and that is
+    /// [`Error::Service`], with its code and tracking id.
     ///
     /// Every entry is checked first (an id, a valid id, at most 100 entries, no identity
     /// twice); nothing is sent if one is wrong. For more than 100 use
@@ -81,42 +86,94 @@ impl RegistryManager {
         &self,
         devices: Vec<ExportImportDevice>,
     ) -> Result<BulkRegistryOperationResult> {
-        // Only conditional entries repeat harmlessly after an ambiguous failure; a repeated
-        // create or forced update might undo a concurrent change or report false conflicts.
-        let idempotent = devices.iter().all(|d| {
-            matches!(
-                d.import_mode,
-                Some(
-                    ImportMode::UpdateIfMatchETag
-                        | ImportMode::DeleteIfMatchETag
-                        | ImportMode::UpdateTwinIfMatchETag
-                )
-            )
-        });
-        self.execute(
-            Call::new("bulk_create_or_update_devices", idempotent),
-            || {
-                let request = self
-                    .rest
-                    .bulk_registry_update_registry()
-                    .body(devices.clone());
+        let call = Call::new("bulk_create_or_update_devices", bulk_kind(&devices));
+        let outcome = self
+            .execute(call, || {
+                let rest = &self.rest;
+                let devices = devices.as_slice();
                 async move {
-                    match request.send().await {
-                        Ok(response) => Ok(response.into_inner()),
-                        // The service's answer when some entries failed: a result, not an error.
-                        Err(RestError::ErrorResponse(response)) if response.status() == 400 => {
-                            Ok(ResponseValue::into_inner(response))
-                        }
-                        Err(e) => Err(e),
-                    }
+                    rest.bulk_registry_update_registry_keeping_errors(devices)
+                        .await
+                        .map(ResponseValue::into_inner)
                 }
-            },
-        )
-        .await
+            })
+            .await;
+        match outcome {
+            // The service's answer when some entries failed: a result, not an error. Only as
+            // the answer to this call's last attempt with nothing ambiguous before it: after an
+            // attempt whose outcome is unknown, the entries it reports may be its own doing
+            // (and the error says so, as `Error::MaybeApplied`).
+            Err(Error::Service(service)) if service.status() == 400 => {
+                match bulk_result(service.raw_body()) {
+                    Some(result) => Ok(result),
+                    None => Err(Error::Service(service)),
+                }
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+/// A 400's body as a bulk result, when it is one: it carries `isSuccessful`, or a non-empty
+/// `errors` or `warnings`. The service's ordinary error body
+/// (`{"Message":…,"ExceptionMessage":…}`) is not, though every field of the result being
+/// optional, it would decode as an empty one.
+fn bulk_result(body: &str) -> Option<BulkRegistryOperationResult> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let non_empty = |field: &str| {
+        value
+            .get(field)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
+    if value.get("isSuccessful").is_none() && !non_empty("errors") && !non_empty("warnings") {
+        return None;
+    }
+    serde_json::from_value(value).ok()
+}
+
+/// What a bulk call is, for the retry rule: the least repeatable kind among its entries.
+/// Conditional entries and deletes repeat harmlessly; a repeated create reports conflicts for
+/// identities it created itself; a forced update or an entry without a mode (the service
+/// creates or updates) applies again.
+fn bulk_kind(devices: &[ExportImportDevice]) -> OperationKind {
+    let kind = |device: &ExportImportDevice| match &device.import_mode {
+        Some(ImportMode::UpdateIfMatchETag | ImportMode::UpdateTwinIfMatchETag) => {
+            OperationKind::ConditionalWrite
+        }
+        Some(ImportMode::Delete | ImportMode::DeleteIfMatchETag) => OperationKind::Delete,
+        Some(ImportMode::Create) => OperationKind::Create,
+        _ => OperationKind::UnconditionalWrite,
+    };
+    let kinds: Vec<OperationKind> = devices.iter().map(kind).collect();
+    let any = |k: OperationKind| kinds.contains(&k);
+    if any(OperationKind::UnconditionalWrite) {
+        OperationKind::UnconditionalWrite
+    } else if any(OperationKind::Create) {
+        OperationKind::Create
+    } else if any(OperationKind::ConditionalWrite) {
+        OperationKind::ConditionalWrite
+    } else {
+        OperationKind::Delete
     }
 }
 
 /// Every entry names a valid identity, and none appears twice.
+/// A SAS identity whose request would carry no keys (`"symmetricKey": {}`, or none at all).
+fn leaves_keys_to_the_service(auth: &AuthenticationMechanism) -> bool {
+    let sas = auth
+        .type_
+        .as_ref()
+        .is_none_or(|t| *t == AuthenticationType::Sas);
+    let missing = |key: &Option<iothub_rest_gen::SecretString>| {
+        key.as_ref().is_none_or(|k| k.expose_secret().is_empty())
+    };
+    sas && auth
+        .symmetric_key
+        .as_ref()
+        .is_none_or(|k| missing(&k.primary_key) || missing(&k.secondary_key))
+}
+
 fn check_entries(devices: &[ExportImportDevice]) -> Result<()> {
     let mut seen = HashSet::new();
     for (i, device) in devices.iter().enumerate() {
@@ -129,6 +186,21 @@ fn check_entries(devices: &[ExportImportDevice]) -> Result<()> {
             validate_module_id(module_id)?;
         }
         if let Some(auth) = &device.authentication {
+            let updates = matches!(
+                device.import_mode,
+                Some(ImportMode::Update | ImportMode::UpdateIfMatchETag)
+            );
+            if updates && leaves_keys_to_the_service(auth) {
+                return Err(Error::InvalidArgument {
+                    argument: "devices",
+                    reason: format!(
+                        "entry {i} ({id:?}): an update with SAS keys left to the service would \
+                         regenerate the keys of an existing device, locking out whatever uses \
+                         them; give its keys with SasKeys::new, or use ImportMode::Create \
+                         (bulk_entry::create) for new devices"
+                    ),
+                });
+            }
             check_mechanism(auth).map_err(|error| match error {
                 Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
                     argument: "devices",
@@ -159,8 +231,10 @@ pub struct BulkProgress {
     pub failed: usize,
 }
 
-/// A call of a [`Bulk`] run that failed as a whole: none of its identities is known to be
-/// applied. With the default retry policy, transient failures were already retried.
+/// A call of a [`Bulk`] run that failed as a whole. Its identities were not applied, unless
+/// [`error`](Self::error)`.`[`may_have_been_applied`](Error::may_have_been_applied)`()` says they may have been
+/// (the call's outcome is unknown: read them back). With the default retry policy, transient
+/// failures were already retried.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct FailedChunk {
@@ -182,12 +256,21 @@ pub struct BulkReport {
     pub warnings: Vec<DeviceRegistryOperationWarning>,
     /// Calls that failed as a whole.
     pub failed_chunks: Vec<FailedChunk>,
+    /// Calls whose result the service did not mark successful (`isSuccessful` false or
+    /// absent), with the identities of each; those with per-identity errors have them in
+    /// [`errors`](Self::errors) too.
+    pub unsuccessful_chunks: Vec<Vec<String>>,
 }
 
 impl BulkReport {
-    /// Whether every identity was applied.
+    /// Whether every identity was applied: every call answered with a result marked
+    /// successful (`isSuccessful: true`) and no per-identity error. Computed from what each
+    /// call reported, never assumed: an empty run is successful, a call whose result does not
+    /// say so is not.
     pub fn is_successful(&self) -> bool {
-        self.errors.is_empty() && self.failed_chunks.is_empty()
+        self.errors.is_empty()
+            && self.failed_chunks.is_empty()
+            && self.unsuccessful_chunks.is_empty()
     }
 }
 
@@ -286,6 +369,9 @@ impl Bulk {
             done += ids.len();
             match result {
                 Ok(result) => {
+                    if result.is_successful != Some(true) {
+                        report.unsuccessful_chunks.push(ids);
+                    }
                     report.errors.extend(result.errors);
                     report.warnings.extend(result.warnings);
                 }
@@ -315,6 +401,67 @@ impl Bulk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bulk_call_is_as_repeatable_as_its_least_repeatable_entry() {
+        let with = |modes: &[Option<ImportMode>]| {
+            let entries: Vec<_> = modes
+                .iter()
+                .map(|mode| ExportImportDevice {
+                    import_mode: mode.clone(),
+                    ..entry("d")
+                })
+                .collect();
+            bulk_kind(&entries)
+        };
+        use ImportMode::*;
+        assert_eq!(
+            with(&[Some(UpdateIfMatchETag), Some(UpdateTwinIfMatchETag)]),
+            OperationKind::ConditionalWrite
+        );
+        assert_eq!(
+            with(&[Some(Delete), Some(DeleteIfMatchETag)]),
+            OperationKind::Delete
+        );
+        assert_eq!(
+            with(&[Some(DeleteIfMatchETag), Some(UpdateIfMatchETag)]),
+            OperationKind::ConditionalWrite
+        );
+        assert_eq!(
+            with(&[Some(Create), Some(DeleteIfMatchETag)]),
+            OperationKind::Create
+        );
+        for forced in [Some(Update), Some(UpdateTwin), None] {
+            assert_eq!(
+                with(&[Some(Create), forced]),
+                OperationKind::UnconditionalWrite
+            );
+        }
+    }
+
+    #[test]
+    fn a_400_is_a_bulk_result_only_when_it_carries_one() {
+        let result = |body: &str| bulk_result(body).map(|r| r.is_successful);
+        assert_eq!(
+            result(r#"{"isSuccessful":false,"errors":[],"warnings":[]}"#),
+            Some(Some(false))
+        );
+        assert_eq!(
+            result(r#"{"errors":[{"deviceId":"a","errorCode":"DeviceAlreadyExists"}]}"#),
+            Some(None)
+        );
+        assert_eq!(result(r#"{"warnings":[{"deviceId":"a"}]}"#), Some(None));
+        // The service's ordinary error body, an empty result, or no JSON: not a result.
+        for body in [
+            r#"{"Message":"ErrorCode:ArgumentInvalid;bad","ExceptionMessage":"Tracking ID:x"}"#,
+            r#"{"errors":[],"warnings":[]}"#,
+            "{}",
+            "",
+            "<html>",
+        ] {
+            assert!(bulk_result(body).is_none(), "{body}");
+        }
+    }
 
     #[test]
     fn pacing_spreads_identities_over_minutes() {
@@ -355,9 +502,21 @@ mod tests {
             crate::bulk_entry::create("t", crate::X509Thumbprints::new("not hex", "b".repeat(40)));
         let err = check_entries(&[bad_thumbprint]).unwrap_err().to_string();
         assert!(err.contains("`primary_thumbprint`"), "{err}");
-        // Keys left to the service pass.
+        // Keys left to the service pass on a create, and are refused on an update: for an
+        // existing device it would rotate them.
         let generated = crate::bulk_entry::create("g", crate::SasKeys::generated());
         assert!(check_entries(&[generated]).is_ok());
+        let rotating = crate::bulk_entry::create_or_update("u", crate::SasKeys::generated());
+        let err = check_entries(&[rotating]).unwrap_err().to_string();
+        assert!(
+            err.contains("entry 0 (\"u\"): an update with SAS keys left"),
+            "{err}"
+        );
+        let kept = crate::bulk_entry::create_or_update(
+            "u",
+            crate::SasKeys::new("AAECAwQFBgcICQoLDA0ODw==", "EBESExQVFhcYGRobHB0eHw=="),
+        );
+        assert!(check_entries(&[kept]).is_ok());
         // A device and its module are different identities.
         let module = ExportImportDevice {
             module_id: Some("m".into()),

@@ -33,7 +33,9 @@ pub fn create(
     entry(id, ImportMode::Create, Some(authentication.into()))
 }
 
-/// Creates the device, or replaces an existing one's identity, whatever its etag.
+/// Creates the device, or replaces an existing one's identity, whatever its etag. Give SAS
+/// keys with [`SasKeys::new`](crate::SasKeys::new): a bulk run refuses an update whose keys are
+/// left to the service, since it would regenerate an existing device's keys.
 pub fn create_or_update(
     id: impl Into<String>,
     authentication: impl Into<AuthenticationMechanism>,

@@ -20,7 +20,7 @@ pub use iothub_amqp::{
 use crate::error::Result;
 use crate::ids::{validate_device_id, validate_module_id};
 use crate::manager::RegistryManager;
-use crate::retry::RetryContext;
+use crate::retry::{OperationKind, RetryContext};
 
 impl RegistryManager {
     /// Sends a cloud-to-device message to a device, like Python's
@@ -133,8 +133,14 @@ impl RegistryManager {
                     Ok(()) => return Ok(()),
                     Err(error) => crate::Error::from_amqp(error),
                 };
-                let context =
-                    RetryContext::new("send_c2d_message", attempts, started.elapsed(), false);
+                // Sent twice, a message is queued twice (with the same id): like a forced write,
+                // it is repeated only when the failure proves it was not queued.
+                let context = RetryContext::for_kind(
+                    "send_c2d_message",
+                    attempts,
+                    started.elapsed(),
+                    OperationKind::UnconditionalWrite,
+                );
                 if !self.wait_to_retry(&error, &context).await {
                     return Err(error);
                 }

@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 use crate::etag::IfMatch;
 use crate::identity::{Auth, DeviceOptions, SasKeys, X509Thumbprints};
 use crate::ids::validate_device_id;
-use crate::manager::{Call, RegistryManager};
+use crate::manager::{Call, RegistryManager, deleted};
+use crate::retry::OperationKind;
 
 /// The service returns at most this many devices from one list call, and offers no paging;
 /// use [`RegistryManager::query`] for fleets larger than that.
@@ -87,6 +88,10 @@ impl RegistryManager {
     ///
     /// `if_match` is [`IfMatch::Any`] for an unconditional update, or the etag read before
     /// (a mismatch fails with 412, [`Error::is_precondition_failed`]).
+    ///
+    /// `keys` must be given with [`SasKeys::new`]: [`SasKeys::generated`] is refused
+    /// ([`Error::InvalidArgument`] for `keys`) before anything is sent, since the service would
+    /// replace the device's keys and lock it out.
     pub async fn update_device_with_sas(
         &self,
         device_id: impl Into<String>,
@@ -136,7 +141,7 @@ impl RegistryManager {
     pub async fn get_device(&self, device_id: impl Into<String>) -> Result<Device> {
         let device_id = device_id.into();
         validate_device_id(&device_id)?;
-        let call = Call::new("get_device", true).device(&device_id);
+        let call = Call::new("get_device", OperationKind::Read).device(&device_id);
         self.execute(call, || {
             let request = self.rest.devices_get_identity().id(device_id.as_str());
             async move { request.send().await.map(ResponseValue::into_inner) }
@@ -154,7 +159,7 @@ impl RegistryManager {
                 reason: format!("{max} is outside 1..={MAX_DEVICES_PER_LIST}"),
             });
         }
-        self.execute(Call::new("get_devices", true), || {
+        self.execute(Call::new("get_devices", OperationKind::Read), || {
             let mut request = self.rest.devices_get_devices();
             if let Some(max) = max {
                 // Checked above: fits in i32.
@@ -167,6 +172,10 @@ impl RegistryManager {
 
     /// Deletes a device: unconditionally with [`IfMatch::Any`], or only if its etag still
     /// matches.
+    ///
+    /// A device that does not exist fails with 404 ([`Error::is_not_found`]), except when an
+    /// earlier attempt of this call failed in a way that leaves its outcome unknown: that
+    /// attempt may be what deleted it, and the call succeeds (a `tracing` event says so).
     pub async fn delete_device(
         &self,
         device_id: impl Into<String>,
@@ -175,16 +184,18 @@ impl RegistryManager {
         let device_id = device_id.into();
         validate_device_id(&device_id)?;
         let header = if_match.header_value();
-        let call = Call::new("delete_device", true).device(&device_id);
-        self.execute(call, || {
-            let request = self
-                .rest
-                .devices_delete_identity()
-                .id(device_id.as_str())
-                .if_match(header.as_str());
-            async move { request.send().await.map(ResponseValue::into_inner) }
-        })
-        .await
+        let call = Call::new("delete_device", OperationKind::Delete).device(&device_id);
+        let outcome = self
+            .execute(call, || {
+                let request = self
+                    .rest
+                    .devices_delete_identity()
+                    .id(device_id.as_str())
+                    .if_match(header.as_str());
+                async move { request.send().await.map(ResponseValue::into_inner) }
+            })
+            .await;
+        deleted(call, outcome)
     }
 
     async fn put_device(
@@ -197,7 +208,10 @@ impl RegistryManager {
         options: DeviceOptions,
     ) -> Result<Device> {
         validate_device_id(&device_id)?;
-        auth.check()?;
+        match if_match {
+            Some(_) => auth.check_update()?,
+            None => auth.check()?,
+        }
         let body = Device {
             device_id: Some(device_id.clone()),
             status: Some(status.into()),
@@ -210,10 +224,13 @@ impl RegistryManager {
             parent_scopes: options.parent_scopes,
             ..Device::default()
         };
+        // A create (no If-Match) repeated after its first attempt was applied answers 409 for
+        // the device it created; a forced update applies again, undoing any change between.
+        let kind = if_match
+            .as_ref()
+            .map_or(OperationKind::Create, IfMatch::write_kind);
         let header = if_match.map(|m| m.header_value());
-        // A create (no If-Match) repeated after an ambiguous failure would answer 409 for a
-        // device the first attempt created; an update is a full replacement and repeats safely.
-        let call = Call::new(operation, header.is_some()).device(&device_id);
+        let call = Call::new(operation, kind).device(&device_id);
         self.execute(call, || {
             let mut request = self
                 .rest

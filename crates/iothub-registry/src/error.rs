@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use iothub_rest_gen::ResponseTooLarge;
 pub use iothub_rest_gen::ServiceError;
 use iothub_rest_gen::types::ErrorCode;
 
@@ -19,8 +20,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Ask instead of matching where you can: [`status`](Self::status), [`code`](Self::code),
 /// [`is_not_found`](Self::is_not_found), [`is_precondition_failed`](Self::is_precondition_failed),
 /// [`is_conflict`](Self::is_conflict), [`is_throttled`](Self::is_throttled),
-/// [`is_transient`](Self::is_transient) and [`retry_class`](Self::retry_class) work across
-/// variants. Causes are kept as [`source`](std::error::Error::source), so print the whole chain
+/// [`is_transient`](Self::is_transient), [`retry_class`](Self::retry_class) and
+/// [`may_have_been_applied`](Self::may_have_been_applied) work across variants. Causes are kept as [`source`](std::error::Error::source), so print the whole chain
 /// (for example with `anyhow`'s `{:#}`) to see them. No variant ever holds a key, a token or an
 /// `Authorization` header.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +49,91 @@ pub enum Error {
         source: reqwest::Error,
     },
 
-    /// An attempt exceeded its timeout.
-    #[error("the request to the IoT Hub did not complete within {after:?}")]
+    /// An attempt exceeded its timeout. The timeout covers getting a token, sending the
+    /// request and reading the whole response.
+    #[error("{}", timeout_message(*.after, *.sent))]
     Timeout {
         /// The timeout that was exceeded.
         after: Duration,
+        /// Whether the request had started to be sent: false when the time ran out while
+        /// getting a token, so the service never saw it.
+        sent: bool,
+    },
+
+    /// The operation failed, and it may have been applied all the same: an attempt failed in
+    /// a way that leaves its outcome unknown (its connection was lost after the request was
+    /// sent, it timed out, the hub answered 500), and a later attempt failed too. That later
+    /// failure is not the whole truth: a retry answered 412 because the earlier attempt had
+    /// already made the change, or 503 after it had. Read the entity back to know.
+    ///
+    /// Also returned, without an earlier attempt, for a direct method the hub answered 408:
+    /// the device may have run the method.
+    ///
+    /// [`may_have_been_applied`](Self::may_have_been_applied) is true. The predicates that
+    /// would blame someone else ([`is_precondition_failed`](Self::is_precondition_failed),
+    /// [`is_not_found`](Self::is_not_found), [`is_conflict`](Self::is_conflict)) are false;
+    /// [`status`](Self::status), [`service`](Self::service) and [`code`](Self::code) describe
+    /// the last answer.
+    ///
+    /// ```
+    /// # fn handle(error: iothub_registry::Error) {
+    /// use iothub_registry::Error;
+    ///
+    /// match error {
+    ///     Error::MaybeApplied { operation, error, earlier, .. } => {
+    ///         eprintln!("{operation}: outcome unknown; last attempt: {error}");
+    ///         if let Some(earlier) = earlier {
+    ///             eprintln!("the attempt that may have been applied failed with: {earlier}");
+    ///         }
+    ///     }
+    ///     other => eprintln!("{other}"),
+    /// }
+    /// # }
+    /// ```
+    #[error("{}", maybe_applied_message(.operation, .error, .earlier.is_some()))]
+    MaybeApplied {
+        /// The operation's name (`update_twin`, `invoke_device_method`…).
+        operation: &'static str,
+        /// The failure of the last attempt.
+        error: Box<Error>,
+        /// The first failure after which the request may have been applied; `None` when the
+        /// last attempt's own failure leaves the outcome unknown (a direct method answered 408).
+        #[source]
+        earlier: Option<Box<Error>>,
+    },
+
+    /// A response body was larger than the cap for its status
+    /// ([`RegistryManagerBuilder::max_response_body`](crate::RegistryManagerBuilder::max_response_body),
+    /// [`max_error_body`](crate::RegistryManagerBuilder::max_error_body)), or its
+    /// `Content-Length` said it would be; reading stopped there. With a success status the
+    /// operation was carried out: [`may_have_been_applied`](Self::may_have_been_applied) says
+    /// so.
+    #[error("the IoT Hub's {status} response has a body larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The status of the response.
+        status: u16,
+        /// The cap that applied, in bytes.
+        limit: u64,
+    },
+
+    /// Paging cannot go on: the service sent a continuation token that is not plain ASCII
+    /// (ending there would drop the rest of the results silently), or one it had already sent
+    /// in the same run (following it would never end).
+    #[error("the IoT Hub's paging cannot go on: {reason}")]
+    Paging {
+        /// What is wrong with the continuation.
+        reason: String,
+    },
+
+    /// The response was a redirect (3xx). The service never redirects; something on the way
+    /// did, and the SDK does not follow it: the request (and its credentials) would go where
+    /// it was not meant to, and whatever answers there would be taken for the hub's answer.
+    #[error("{}", redirect_message(*.status, .location.as_deref()))]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// The `Location` it pointed to, without its query (which could hold a signature).
+        location: Option<String>,
     },
 
     /// The credential could not produce a token (e.g. Azure AD failure, expired fixed SAS), or
@@ -109,6 +190,53 @@ fn transport_message(error: &reqwest::Error) -> &'static str {
     }
 }
 
+/// A redirect's `Location` without what could hold a credential: user info, query, fragment.
+fn shown_location(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        // Relative: only the path.
+        Err(_) => location.split(['?', '#']).next().unwrap_or("").to_owned(),
+    }
+}
+
+fn timeout_message(after: Duration, sent: bool) -> String {
+    if sent {
+        format!("the request to the IoT Hub did not complete within {after:?}")
+    } else {
+        format!("no token for the IoT Hub within {after:?}; nothing was sent")
+    }
+}
+
+fn maybe_applied_message(operation: &str, error: &Error, earlier: bool) -> String {
+    if earlier {
+        format!(
+            "{operation} may have been applied by an earlier attempt whose outcome is unknown; \
+             the last attempt failed: {error}"
+        )
+    } else {
+        format!("{operation}: the device may have run the method; {error}")
+    }
+}
+
+fn redirect_message(status: u16, location: Option<&str>) -> String {
+    match location {
+        Some(location) => format!(
+            "the response was a {status} redirect to {location}, which is not followed: \
+             the IoT Hub never redirects"
+        ),
+        None => format!(
+            "the response was a {status} redirect, which is not followed: the IoT Hub never \
+             redirects"
+        ),
+    }
+}
+
 fn decode_message(status: u16) -> String {
     if status == 0 {
         "the body of the IoT Hub's response does not have the expected shape".to_owned()
@@ -122,6 +250,15 @@ fn decode_message(status: u16) -> String {
 impl From<iothub_amqp::Error> for Error {
     fn from(error: iothub_amqp::Error) -> Self {
         Error::from_amqp(error)
+    }
+}
+
+impl From<ResponseTooLarge> for Error {
+    fn from(too_large: ResponseTooLarge) -> Self {
+        Error::ResponseTooLarge {
+            status: too_large.status,
+            limit: too_large.limit,
+        }
     }
 }
 
@@ -141,14 +278,20 @@ impl Error {
             Error::Service(service) => Some(service.status()),
             Error::Decode { status, .. } if *status != 0 => Some(*status),
             Error::Transport { source } => source.status().map(|status| status.as_u16()),
+            Error::ResponseTooLarge { status, .. } | Error::Redirect { status, .. } => {
+                Some(*status)
+            }
+            Error::MaybeApplied { error, .. } => error.status(),
             _ => None,
         }
     }
 
-    /// The parsed hub error, for [`Error::Service`].
+    /// The parsed hub error, for [`Error::Service`] (and the last answer of
+    /// [`Error::MaybeApplied`]).
     pub fn service(&self) -> Option<&ServiceError> {
         match self {
             Error::Service(service) => Some(service),
+            Error::MaybeApplied { error, .. } => error.service(),
             _ => None,
         }
     }
@@ -211,22 +354,40 @@ impl Error {
     ///
     /// | progenitor | registry |
     /// |---|---|
-    /// | `UnexpectedResponse` | `Service`, from status, headers and body (a body that cannot be read counts as empty) |
+    /// | `UnexpectedResponse` with a 3xx status | `Redirect` |
+    /// | `UnexpectedResponse` | `Service`, from status, headers and body (a body that cannot be read counts as empty; one over the cap is `ResponseTooLarge`) |
     /// | `ErrorResponse` | `Service`, from status, headers and the typed body serialized back to JSON |
-    /// | `CommunicationError`, `ResponseBodyError`, `InvalidUpgrade` | `Transport` |
+    /// | `CommunicationError`, `ResponseBodyError`, `InvalidUpgrade` | `Transport`, or `ResponseTooLarge` when the body was over the cap |
     /// | `InvalidResponsePayload` | `Decode` with status 0 (progenitor does not keep it) |
     /// | `InvalidRequest` | `InvalidArgument { argument: "request" }` |
     /// | `Custom` (the request hook failed, nearly always signing) | `Configuration` without source |
     pub(crate) async fn from_rest<E: serde::Serialize>(error: iothub_rest_gen::Error<E>) -> Self {
         use iothub_rest_gen::Error as Rest;
         match error {
+            Rest::UnexpectedResponse(response) if response.status().is_redirection() => {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|value| value.to_str().ok())
+                    .map(shown_location);
+                Error::Redirect {
+                    status: response.status().as_u16(),
+                    location,
+                }
+            }
             Rest::UnexpectedResponse(response) => {
                 let status = response.status().as_u16();
                 let headers = response.headers().clone();
-                let body = response.bytes().await.unwrap_or_else(|error| {
-                    tracing::debug!(%error, status, "could not read the body of an error response");
-                    Default::default()
-                });
+                let body = match response.bytes().await {
+                    Ok(body) => body,
+                    Err(error) => {
+                        if let Some(too_large) = ResponseTooLarge::find(&error) {
+                            return too_large.into();
+                        }
+                        tracing::debug!(%error, status, "could not read the body of an error response");
+                        Default::default()
+                    }
+                };
                 Error::Service(ServiceError::from_response(status, &headers, &body))
             }
             Rest::ErrorResponse(response) => {
@@ -241,7 +402,10 @@ impl Error {
             }
             Rest::CommunicationError(source)
             | Rest::ResponseBodyError(source)
-            | Rest::InvalidUpgrade(source) => Error::Transport { source },
+            | Rest::InvalidUpgrade(source) => match ResponseTooLarge::find(&source) {
+                Some(too_large) => too_large.into(),
+                None => Error::Transport { source },
+            },
             Rest::InvalidResponsePayload(body, source) => {
                 Error::decode(0, &String::from_utf8_lossy(&body), source)
             }
@@ -375,6 +539,7 @@ mod tests {
     fn errors_without_a_response() {
         let timeout = Error::Timeout {
             after: Duration::from_secs(60),
+            sent: true,
         };
         assert_eq!(timeout.retry_class(), RetryClass::MaybePerformed);
         assert!(timeout.is_transient());
@@ -589,6 +754,23 @@ mod tests {
              cannot authorize the request: expired"
         );
         assert_eq!(error.retry_class(), RetryClass::Permanent);
+    }
+
+    #[test]
+    fn a_redirects_location_is_shown_without_credentials() {
+        assert_eq!(
+            shown_location("https://user:pw@elsewhere.example:8443/devices/d1?sig=SECRET#x"),
+            "https://elsewhere.example:8443/devices/d1"
+        );
+        assert_eq!(shown_location("/devices/d1?sig=SECRET"), "/devices/d1");
+        let error = Error::Redirect {
+            status: 307,
+            location: Some(shown_location("https://elsewhere.example/?sig=SECRET")),
+        };
+        assert_eq!(error.status(), Some(307));
+        assert_eq!(error.retry_class(), RetryClass::Permanent);
+        assert!(!error.to_string().contains("SECRET"), "{error}");
+        assert!(error.to_string().contains("not followed"), "{error}");
     }
 
     #[test]

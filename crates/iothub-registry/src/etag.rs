@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::Error;
+use crate::retry::OperationKind;
 
 /// An entity tag, as the service returns it: unquoted in bodies (`"etag": "AAAAAAAAAAE="`) or
 /// quoted in headers (`ETag: "MQ=="`).
@@ -181,6 +182,14 @@ impl IfMatch {
             // ETag stores the value unquoted and without inner quotes, so this never
             // double-wraps.
             Self::ETag(etag) => format!("\"{etag}\""),
+        }
+    }
+
+    /// What a write under this precondition is, for the retry rule.
+    pub(crate) fn write_kind(&self) -> OperationKind {
+        match self {
+            Self::Any => OperationKind::UnconditionalWrite,
+            Self::ETag(_) => OperationKind::ConditionalWrite,
         }
     }
 }

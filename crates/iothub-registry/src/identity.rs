@@ -28,8 +28,9 @@ impl SasKeys {
         }
     }
 
-    /// No keys: the service generates them (create only; an update replaces the identity and
-    /// needs its keys).
+    /// No keys: the service generates them. For creation only: an update with it is refused
+    /// before anything is sent, because the service would generate new keys for the existing
+    /// identity, locking out a device still using the old ones.
     pub fn generated() -> Self {
         Self::default()
     }
@@ -171,6 +172,24 @@ impl Auth<'_> {
             Auth::X509(thumbprints) => thumbprints.check(),
             Auth::CertificateAuthority => Ok(()),
         }
+    }
+
+    /// [`check`](Self::check), and for an update no keys left to the service: the request
+    /// would carry `"symmetricKey": {}`, and the service would regenerate both keys of the
+    /// existing identity.
+    pub(crate) fn check_update(&self) -> Result<()> {
+        if let Auth::Sas(keys) = self
+            && (keys.primary.is_none() || keys.secondary.is_none())
+        {
+            return Err(Error::InvalidArgument {
+                argument: "keys",
+                reason: "SasKeys::generated() on an update would make the service generate new \
+                         keys, locking out whatever uses the current ones; pass the keys to keep \
+                         (or new ones) with SasKeys::new(primary, secondary)"
+                    .to_owned(),
+            });
+        }
+        self.check()
     }
 
     /// The `authentication` object exactly as the reference sends it.

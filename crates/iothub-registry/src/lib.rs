@@ -28,9 +28,12 @@ pub use identity::{DeviceOptions, SasKeys, X509Thumbprints};
 // Declared where the HTTP client is built; `RegistryManagerBuilder::connect_timeout` defaults
 // to it.
 pub use iothub_rest_gen::DEFAULT_CONNECT_TIMEOUT;
+// Declared where responses are read; `RegistryManagerBuilder::max_response_body` and
+// `max_error_body` default to them.
+pub use iothub_rest_gen::{DEFAULT_MAX_ERROR_BODY, DEFAULT_MAX_RESPONSE_BODY};
 pub use manager::{DEFAULT_TIMEOUT, RegistryManager, RegistryManagerBuilder};
 pub use query::{Query, QueryPage};
-pub use retry::{ExponentialRetry, NoRetry, RetryClass, RetryContext, RetryPolicy};
+pub use retry::{ExponentialRetry, NoRetry, OperationKind, RetryClass, RetryContext, RetryPolicy};
 pub use twin_patch::TwinPatch;
 
 /// Credentials and connection strings (re-exported from `iothub-auth`).

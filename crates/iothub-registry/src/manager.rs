@@ -13,7 +13,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::retry::{ExponentialRetry, RetryContext, RetryPolicy};
+use crate::retry::{ExponentialRetry, OperationKind, RetryClass, RetryContext, RetryPolicy};
 
 /// Time allowed for one attempt of an operation unless configured otherwise
 /// ([`RegistryManagerBuilder::timeout`], [`RegistryManager::with_timeout`]). Direct methods
@@ -25,7 +25,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// Cheap to clone (the HTTP connection pool and token caches are shared). Every method checks
 /// its arguments before sending anything, retries what is safe to retry (see
-/// [`RetryPolicy`]), and signs every attempt afresh.
+/// [`OperationKind::may_repeat`] and [`RetryPolicy`]), and signs every attempt afresh.
+///
+/// A failed operation was not applied, unless its error says it may have been
+/// ([`Error::may_have_been_applied`]): when an attempt fails in a way that leaves its outcome
+/// unknown and a later attempt fails too, the error is [`Error::MaybeApplied`]; and a delete
+/// whose retry finds the identity gone after such an attempt succeeds.
 ///
 /// ```no_run
 /// use iothub_registry::{IfMatch, RegistryManager};
@@ -83,6 +88,8 @@ impl RegistryManager {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             user_agent_suffix: None,
             http_client: None,
+            max_response_body: iothub_rest_gen::DEFAULT_MAX_RESPONSE_BODY,
+            max_error_body: iothub_rest_gen::DEFAULT_MAX_ERROR_BODY,
             network: NetworkOptions::default(),
             network_error: None,
             amqp_transport: Transport::Amqp,
@@ -106,9 +113,11 @@ impl RegistryManager {
         &self.rest
     }
 
-    /// Runs one operation: each attempt checks the credential (so token failures surface as
-    /// [`Error::Auth`]), sends under the timeout, and maps the outcome; failed attempts are
-    /// retried as the policy allows.
+    /// Runs one operation: each attempt gets a token (so token failures surface as
+    /// [`Error::Auth`]), sends and reads the answer, all under the per-attempt timeout, and
+    /// maps the outcome; failed attempts are retried as the policy allows. After the last
+    /// attempt, a failure that follows an ambiguous one (or a direct method's 408) is reported
+    /// as [`Error::MaybeApplied`].
     pub(crate) async fn execute<T, E, F, Fut>(&self, call: Call<'_>, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -127,6 +136,8 @@ impl RegistryManager {
         async {
             let started = Instant::now();
             let mut attempts = 0;
+            // The first failure after which the request may have been applied.
+            let mut ambiguous: Option<Error> = None;
             loop {
                 attempts += 1;
                 tracing::Span::current().record("attempt", attempts);
@@ -141,14 +152,14 @@ impl RegistryManager {
                 if let Some(status) = error.status() {
                     tracing::Span::current().record("status", status);
                 }
-                let context = RetryContext {
-                    operation: call.operation,
-                    attempt: attempts,
-                    elapsed: started.elapsed(),
-                    idempotent: call.idempotent,
-                };
-                if !self.wait_to_retry(&error, &context).await {
-                    return Err(error);
+                let class = error.retry_class_for(call.kind);
+                let context =
+                    RetryContext::for_kind(call.operation, attempts, started.elapsed(), call.kind);
+                if !self.wait(&error, class, &context).await {
+                    return Err(reported(&call, error, class, ambiguous));
+                }
+                if class == RetryClass::MaybePerformed && ambiguous.is_none() {
+                    ambiguous = Some(error);
                 }
             }
         }
@@ -159,7 +170,11 @@ impl RegistryManager {
     /// Asks the retry policy about a failed attempt: sleeps and returns true to try again, or
     /// returns false to give up. Shared by every operation, REST or AMQP.
     pub(crate) async fn wait_to_retry(&self, error: &Error, context: &RetryContext) -> bool {
-        match self.retry.next_delay(error.retry_class(), context) {
+        self.wait(error, error.retry_class(), context).await
+    }
+
+    async fn wait(&self, error: &Error, class: RetryClass, context: &RetryContext) -> bool {
+        match self.retry.next_delay(class, context) {
             Some(delay) => {
                 tracing::debug!(error = %error, ?delay, "retrying");
                 tokio::time::sleep(delay).await;
@@ -178,14 +193,71 @@ impl RegistryManager {
         Fut: Future<Output = std::result::Result<T, iothub_rest_gen::Error<E>>>,
         E: Serialize,
     {
-        // Cached after the first call, so this costs nothing; it turns a token failure into a
-        // typed error instead of the string the request hook can report.
-        self.credential.http_authorization().await?;
-        match tokio::time::timeout(timeout, attempt()).await {
-            Err(_) => Err(Error::Timeout { after: timeout }),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(Error::from_rest(error).await),
+        let mut sent = false;
+        let within = async {
+            // Cached after the first call, so this costs nothing; it turns a token failure into
+            // a typed error instead of the string the request hook can report. Inside the
+            // deadline: an Azure AD credential that never answers must not hang the call.
+            self.credential.http_authorization().await?;
+            sent = true;
+            match attempt().await {
+                Ok(value) => Ok(value),
+                // An error's body is read here, inside the deadline too.
+                Err(error) => Err(Error::from_rest(error).await),
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, within).await;
+        outcome.unwrap_or(Err(Error::Timeout {
+            after: timeout,
+            sent,
+        }))
+    }
+}
+
+/// The error an operation reports after its last attempt failed with `error` (of `class`),
+/// `earlier` being the first failure after which the request may have been applied.
+fn reported(call: &Call<'_>, error: Error, class: RetryClass, earlier: Option<Error>) -> Error {
+    if !call.kind.changes_state() {
+        return error;
+    }
+    let earlier = match earlier {
+        Some(earlier) => Some(Box::new(earlier)),
+        // A failure that says so itself needs no wrapping; one the operation's kind makes
+        // ambiguous (a direct method's 408) does.
+        None if class == RetryClass::MaybePerformed && !error.may_have_been_applied() => None,
+        None => return error,
+    };
+    tracing::debug!(
+        error = %error,
+        earlier = earlier.as_ref().map(|e| e.to_string()),
+        "the outcome is unknown: the operation may have been applied"
+    );
+    Error::MaybeApplied {
+        operation: call.operation,
+        error: Box::new(error),
+        earlier,
+    }
+}
+
+/// A delete's outcome: a 404 after an attempt whose outcome was unknown means the identity is
+/// gone, which is what was asked for (the earlier attempt deleted it, or someone else did).
+pub(crate) fn deleted(call: Call<'_>, outcome: Result<()>) -> Result<()> {
+    match outcome {
+        Err(Error::MaybeApplied {
+            operation,
+            error,
+            earlier: Some(earlier),
+        }) if error.status() == Some(404) => {
+            tracing::info!(
+                operation,
+                device_id = call.device_id,
+                module_id = call.module_id,
+                earlier = %earlier,
+                "already gone after an attempt whose outcome was unknown: reported as deleted"
+            );
+            Ok(())
         }
+        outcome => outcome,
     }
 }
 
@@ -195,19 +267,19 @@ pub(crate) struct Call<'a> {
     pub(crate) operation: &'static str,
     pub(crate) device_id: Option<&'a str>,
     pub(crate) module_id: Option<&'a str>,
-    /// Whether repeating it after an ambiguous failure is harmless.
-    pub(crate) idempotent: bool,
+    /// What it does, which decides what may be repeated after which failure.
+    pub(crate) kind: OperationKind,
     /// Overrides the manager's per-attempt timeout.
     pub(crate) timeout: Option<Duration>,
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(operation: &'static str, idempotent: bool) -> Self {
+    pub(crate) fn new(operation: &'static str, kind: OperationKind) -> Self {
         Self {
             operation,
             device_id: None,
             module_id: None,
-            idempotent,
+            kind,
             timeout: None,
         }
     }
@@ -242,6 +314,8 @@ pub struct RegistryManagerBuilder {
     connect_timeout: Duration,
     user_agent_suffix: Option<String>,
     http_client: Option<reqwest::Client>,
+    max_response_body: u64,
+    max_error_body: u64,
     /// Extra roots and the proxy, for the REST client and the AMQP one.
     network: NetworkOptions,
     /// The first root certificate PEM or proxy URL refused; `build` reports it.
@@ -285,8 +359,9 @@ impl RegistryManagerBuilder {
         self
     }
 
-    /// Time allowed for one attempt of an operation (default 60 s). Direct methods ignore it:
-    /// theirs follows from the method's own timeouts.
+    /// Time allowed for one attempt of an operation (default 60 s): getting a token, sending
+    /// the request and reading the whole answer. Direct methods ignore it: theirs follows from
+    /// the method's own timeouts.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -299,17 +374,53 @@ impl RegistryManagerBuilder {
         self
     }
 
-    /// Appended to the `User-Agent` (`iothub-rs/<version> <suffix>`); ignored with
-    /// [`Self::http_client`].
+    /// Appended to the `User-Agent` of every request (`iothub-rs/<version> <suffix>`), with
+    /// the HTTP client the builder makes or one given with [`Self::http_client`].
     pub fn user_agent_suffix(mut self, suffix: impl Into<String>) -> Self {
         self.user_agent_suffix = Some(suffix.into());
         self
     }
 
-    /// Uses this HTTP client as it is (proxy, TLS roots, timeouts and user agent are then
-    /// yours). Give it no total timeout shorter than the direct methods you invoke.
+    /// Uses this HTTP client as it is (proxy, TLS roots and timeouts are then yours; every
+    /// request still carries the SDK's `User-Agent`, and bodies are still read under the caps).
+    /// Give it no total timeout shorter than the direct methods you invoke.
+    ///
+    /// Disable redirects on it: reqwest follows up to 10 by default, to any origin. The service
+    /// never redirects; the client the builder makes follows none and reports a 3xx as
+    /// [`Error::Redirect`], but a client that follows one sends the request (without its
+    /// `Authorization`) elsewhere and hands back that answer as the hub's.
+    ///
+    /// ```
+    /// # fn run(credential: iothub_registry::Credential) -> iothub_registry::Result<()> {
+    /// use iothub_registry::RegistryManager;
+    ///
+    /// let http = reqwest::Client::builder()
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .build()
+    ///     .expect("a client");
+    /// let registry = RegistryManager::builder(credential).http_client(http).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
+        self
+    }
+
+    /// The largest body of a success response read (default
+    /// [`DEFAULT_MAX_RESPONSE_BODY`](crate::DEFAULT_MAX_RESPONSE_BODY), 128 MiB; the
+    /// service's largest answers, query pages and device lists, are a few MiB). A larger body,
+    /// or a `Content-Length` announcing one, fails the attempt with
+    /// [`Error::ResponseTooLarge`] and is not read further.
+    pub fn max_response_body(mut self, bytes: u64) -> Self {
+        self.max_response_body = bytes;
+        self
+    }
+
+    /// The largest body of an error response read (default
+    /// [`DEFAULT_MAX_ERROR_BODY`](crate::DEFAULT_MAX_ERROR_BODY), 1 MiB; the service's
+    /// error bodies are a few hundred bytes); see [`max_response_body`](Self::max_response_body).
+    pub fn max_error_body(mut self, bytes: u64) -> Self {
+        self.max_error_body = bytes;
         self
     }
 
@@ -394,7 +505,9 @@ impl RegistryManagerBuilder {
         let mut rest = Client::builder(endpoint, credential.clone())
             .connect_timeout(self.connect_timeout)
             .network_options(self.network.clone())
-            .allow_http_on_loopback(self.allow_http);
+            .allow_http_on_loopback(self.allow_http)
+            .max_response_body(self.max_response_body)
+            .max_error_body(self.max_error_body);
         if let Some(suffix) = self.user_agent_suffix {
             rest = rest.user_agent_suffix(suffix);
         }
@@ -448,6 +561,7 @@ fn network_error(error: NetworkError) -> Error {
 fn build_error(error: BuildError) -> Error {
     let reason = match &error {
         BuildError::Http(_) => "cannot build the HTTP client",
+        BuildError::InvalidUserAgent(_) => "invalid user agent suffix",
         _ => "invalid settings",
     };
     Error::configuration(reason, error)

@@ -11,6 +11,7 @@ use iothub_rest_gen::types::{
 use crate::error::{Error, Result};
 use crate::ids::{validate_device_id, validate_module_id};
 use crate::manager::{Call, RegistryManager};
+use crate::retry::OperationKind;
 
 /// The service's default response timeout when a method call does not set one.
 const DEFAULT_RESPONSE_TIMEOUT_SECS: i32 = 30;
@@ -52,7 +53,7 @@ impl RegistryManager {
         let device_id = device_id.into();
         validate_device_id(&device_id)?;
         let (method, timeout) = prepare_method(method)?;
-        let call = Call::new("invoke_device_method", false)
+        let call = Call::new("invoke_device_method", OperationKind::DirectMethod)
             .device(&device_id)
             .timeout(timeout);
         self.execute(call, || {
@@ -77,7 +78,7 @@ impl RegistryManager {
         validate_device_id(&device_id)?;
         validate_module_id(&module_id)?;
         let (method, timeout) = prepare_method(method)?;
-        let call = Call::new("invoke_device_module_method", false)
+        let call = Call::new("invoke_device_module_method", OperationKind::DirectMethod)
             .device(&device_id)
             .module(&module_id)
             .timeout(timeout);
@@ -95,19 +96,25 @@ impl RegistryManager {
 
     /// Device counts of the registry: total, enabled, disabled.
     pub async fn get_device_registry_statistics(&self) -> Result<RegistryStatistics> {
-        self.execute(Call::new("get_device_registry_statistics", true), || {
-            let request = self.rest.statistics_get_device_statistics();
-            async move { request.send().await.map(ResponseValue::into_inner) }
-        })
+        self.execute(
+            Call::new("get_device_registry_statistics", OperationKind::Read),
+            || {
+                let request = self.rest.statistics_get_device_statistics();
+                async move { request.send().await.map(ResponseValue::into_inner) }
+            },
+        )
         .await
     }
 
     /// Service statistics: the number of connected devices.
     pub async fn get_service_statistics(&self) -> Result<ServiceStatistics> {
-        self.execute(Call::new("get_service_statistics", true), || {
-            let request = self.rest.statistics_get_service_statistics();
-            async move { request.send().await.map(ResponseValue::into_inner) }
-        })
+        self.execute(
+            Call::new("get_service_statistics", OperationKind::Read),
+            || {
+                let request = self.rest.statistics_get_service_statistics();
+                async move { request.send().await.map(ResponseValue::into_inner) }
+            },
+        )
         .await
     }
 
@@ -119,8 +126,9 @@ impl RegistryManager {
     ) -> Result<PurgeMessageQueueResult> {
         let device_id = device_id.into();
         validate_device_id(&device_id)?;
-        // Repeating it could delete messages enqueued in between: not idempotent.
-        let call = Call::new("purge_c2d_queue", false).device(&device_id);
+        // Repeating it could delete messages enqueued in between: an unconditional write.
+        let call =
+            Call::new("purge_c2d_queue", OperationKind::UnconditionalWrite).device(&device_id);
         self.execute(call, || {
             let request = self
                 .rest

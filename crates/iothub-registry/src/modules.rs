@@ -7,7 +7,8 @@ use crate::error::Result;
 use crate::etag::IfMatch;
 use crate::identity::{Auth, SasKeys, X509Thumbprints};
 use crate::ids::{validate_device_id, validate_module_id};
-use crate::manager::{Call, RegistryManager};
+use crate::manager::{Call, RegistryManager, deleted};
+use crate::retry::OperationKind;
 
 impl RegistryManager {
     /// Creates a module that authenticates with symmetric keys ([`SasKeys::generated`] lets
@@ -57,7 +58,9 @@ impl RegistryManager {
             .await
     }
 
-    /// Replaces a module with one that authenticates with symmetric keys.
+    /// Replaces a module with one that authenticates with symmetric keys, given with
+    /// [`SasKeys::new`]: [`SasKeys::generated`] is refused before anything is sent, since the
+    /// service would replace the module's keys.
     pub async fn update_module_with_sas(
         &self,
         device_id: impl Into<String>,
@@ -125,7 +128,7 @@ impl RegistryManager {
         let (device_id, module_id) = (device_id.into(), module_id.into());
         validate_device_id(&device_id)?;
         validate_module_id(&module_id)?;
-        let call = Call::new("get_module", true)
+        let call = Call::new("get_module", OperationKind::Read)
             .device(&device_id)
             .module(&module_id);
         self.execute(call, || {
@@ -143,7 +146,7 @@ impl RegistryManager {
     pub async fn get_modules(&self, device_id: impl Into<String>) -> Result<Vec<Module>> {
         let device_id = device_id.into();
         validate_device_id(&device_id)?;
-        let call = Call::new("get_modules", true).device(&device_id);
+        let call = Call::new("get_modules", OperationKind::Read).device(&device_id);
         self.execute(call, || {
             let request = self
                 .rest
@@ -155,6 +158,8 @@ impl RegistryManager {
     }
 
     /// Deletes a module: unconditionally with [`IfMatch::Any`], or only if its etag matches.
+    /// Like [`delete_device`](Self::delete_device), a retry that finds it gone after an
+    /// attempt whose outcome was unknown succeeds.
     pub async fn delete_module(
         &self,
         device_id: impl Into<String>,
@@ -165,19 +170,21 @@ impl RegistryManager {
         validate_device_id(&device_id)?;
         validate_module_id(&module_id)?;
         let header = if_match.header_value();
-        let call = Call::new("delete_module", true)
+        let call = Call::new("delete_module", OperationKind::Delete)
             .device(&device_id)
             .module(&module_id);
-        self.execute(call, || {
-            let request = self
-                .rest
-                .modules_delete_identity()
-                .id(device_id.as_str())
-                .mid(module_id.as_str())
-                .if_match(header.as_str());
-            async move { request.send().await.map(ResponseValue::into_inner) }
-        })
-        .await
+        let outcome = self
+            .execute(call, || {
+                let request = self
+                    .rest
+                    .modules_delete_identity()
+                    .id(device_id.as_str())
+                    .mid(module_id.as_str())
+                    .if_match(header.as_str());
+                async move { request.send().await.map(ResponseValue::into_inner) }
+            })
+            .await;
+        deleted(call, outcome)
     }
 
     async fn put_module(
@@ -190,7 +197,10 @@ impl RegistryManager {
     ) -> Result<Module> {
         validate_device_id(&device_id)?;
         validate_module_id(&module_id)?;
-        auth.check()?;
+        match if_match {
+            Some(_) => auth.check_update()?,
+            None => auth.check()?,
+        }
         // The reference's quirk, kept for wire parity: only the CA update carries the etag in
         // the body too.
         let body_etag = match (&auth, &if_match) {
@@ -207,8 +217,11 @@ impl RegistryManager {
             etag: body_etag,
             ..Module::default()
         };
+        let kind = if_match
+            .as_ref()
+            .map_or(OperationKind::Create, IfMatch::write_kind);
         let header = if_match.map(|m| m.header_value());
-        let call = Call::new(operation, header.is_some())
+        let call = Call::new(operation, kind)
             .device(&device_id)
             .module(&module_id);
         self.execute(call, || {

@@ -1,6 +1,9 @@
 //! Twin queries (`POST /devices/query`): one page at a time like the reference, or as a
 //! stream that follows `x-ms-continuation` to the end.
 
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use futures::{Stream, TryStreamExt, stream};
 use iothub_rest_gen::ResponseValue;
 use iothub_rest_gen::types::{QuerySpecification, Twin};
@@ -9,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::manager::{Call, RegistryManager};
+use crate::retry::OperationKind;
 
 /// One page of query results, with what the reference's `QueryResult` carries.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,18 +71,19 @@ impl RegistryManager {
         }
         let body = QuerySpecification { query: Some(query) };
         let page_size = max_item_count.map(|n| n.to_string());
-        // A query only reads: repeating it is harmless.
-        self.execute(Call::new("query_iot_hub", true), || {
-            let mut request = self.rest.query_get_twins().body(body.clone());
-            if let Some(token) = continuation_token {
-                request = request.x_ms_continuation(token);
-            }
-            if let Some(size) = &page_size {
-                request = request.x_ms_max_item_count(size.as_str());
-            }
-            async move { request.send().await.map(page) }
-        })
-        .await
+        let response = self
+            .execute(Call::new("query_iot_hub", OperationKind::Query), || {
+                let mut request = self.rest.query_get_twins().body(body.clone());
+                if let Some(token) = continuation_token {
+                    request = request.x_ms_continuation(token);
+                }
+                if let Some(size) = &page_size {
+                    request = request.x_ms_max_item_count(size.as_str());
+                }
+                async move { request.send().await }
+            })
+            .await?;
+        page(response)
     }
 
     /// A query whose results can be streamed across pages. The query and its streams own a
@@ -118,23 +123,48 @@ impl RegistryManager {
     }
 }
 
-fn page(response: ResponseValue<Vec<Value>>) -> QueryPage {
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
+/// A page from a response. A continuation that is not plain ASCII is an error, not the last
+/// page: ending there would silently drop the rest of the results.
+fn page(response: ResponseValue<Vec<Value>>) -> Result<QueryPage> {
+    let continuation_token = match response.headers().get("x-ms-continuation") {
+        None => None,
+        Some(value) => match value.to_str() {
             // An empty continuation means "no more pages" too; treating it as a token would
             // loop forever on the first page.
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
+            Ok("") => None,
+            Ok(token) => Some(token.to_owned()),
+            Err(_) => {
+                return Err(Error::Paging {
+                    reason: "the continuation token (x-ms-continuation) is not plain ASCII"
+                        .to_owned(),
+                });
+            }
+        },
     };
-    let continuation_token = header("x-ms-continuation");
-    let item_type = header("x-ms-item-type");
-    QueryPage {
+    let item_type = response
+        .headers()
+        .get("x-ms-item-type")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    Ok(QueryPage {
         items: response.into_inner(),
         continuation_token,
         item_type,
+    })
+}
+
+/// The continuation tokens seen in one run, as hashes (8 bytes a page, however long the
+/// tokens): a token seen before means the pages go round in a circle.
+#[derive(Default)]
+struct Seen(HashSet<u64>);
+
+impl Seen {
+    /// Records `token`; false if it was seen before.
+    fn first_time(&mut self, token: &str) -> bool {
+        let mut hasher = DefaultHasher::new();
+        token.hash(&mut hasher);
+        self.0.insert(hasher.finish())
     }
 }
 
@@ -163,19 +193,44 @@ impl Query {
 
     /// The pages, each requested when the previous one has been consumed, replaying the same
     /// query and page size with the continuation token until the service sends none.
+    ///
+    /// A continuation token that is not plain ASCII, or that the service already sent in this
+    /// run (the same token twice in a row, or a cycle), ends the stream with
+    /// [`Error::Paging`] after the page that carried it: following it would never end.
     pub fn pages(self) -> impl Stream<Item = Result<QueryPage>> + Send + 'static {
-        let first = Some(self.continuation.clone());
-        stream::try_unfold((self, first), |(query, next)| async move {
-            // `None`: the previous page was the last one.
-            let Some(token) = next else {
-                return Ok(None);
+        /// What comes after a page.
+        enum Next {
+            Page(Option<String>),
+            Repeated,
+            End,
+        }
+        let mut seen = Seen::default();
+        if let Some(token) = &self.continuation {
+            seen.first_time(token);
+        }
+        let first = Next::Page(self.continuation.clone());
+        stream::try_unfold((self, first, seen), |(query, next, mut seen)| async move {
+            let token = match next {
+                Next::Page(token) => token,
+                Next::End => return Ok(None),
+                Next::Repeated => {
+                    return Err(Error::Paging {
+                        reason: "the service sent a continuation token it had already sent in \
+                                 this query; following it would never end"
+                            .to_owned(),
+                    });
+                }
             };
             let page = query
                 .manager
                 .query_iot_hub(query.sql.as_str(), token.as_deref(), query.page_size)
                 .await?;
-            let next = page.continuation_token.clone().map(Some);
-            Ok(Some((page, (query, next))))
+            let next = match &page.continuation_token {
+                None => Next::End,
+                Some(token) if seen.first_time(token) => Next::Page(Some(token.clone())),
+                Some(_) => Next::Repeated,
+            };
+            Ok(Some((page, (query, next, seen))))
         })
     }
 

@@ -1,10 +1,12 @@
 //! Retry policies: whether and when a failed attempt is repeated.
 //!
 //! Every failure is classified ([`RetryClass`]) by what it says about the operation: not
-//! performed (safe to repeat anything), maybe performed (repeat only what is idempotent), or
-//! permanent. A [`RetryPolicy`] turns that class and the attempts so far into a delay or a
-//! "give up". [`ExponentialRetry`] is the default; [`NoRetry`] disables retries; anything
-//! implementing the trait can replace them.
+//! performed (safe to repeat anything), maybe performed (repeat only what repeating cannot
+//! change), or permanent. Every operation has an [`OperationKind`], and
+//! [`OperationKind::may_repeat`] is the one rule that says which kinds may be repeated after
+//! which class of failure. A [`RetryPolicy`] turns the class, the kind and the attempts so far
+//! into a delay or a "give up". [`ExponentialRetry`] is the default (it applies the rule);
+//! [`NoRetry`] disables retries; anything implementing the trait can replace them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +14,100 @@ use std::time::Duration;
 /// How a failed attempt may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryClass {
-    /// The service says it did not perform the operation (408, 429, 503, transient IoT Hub
-    /// codes, or a connect failure before anything was sent): safe to retry any operation.
+    /// The service says it did not perform the operation (408 except from a direct method,
+    /// 429, 503, throttling codes, or a connect failure before anything was sent): safe to
+    /// retry any operation.
     NotPerformed {
         /// The delay the service asked for in `Retry-After`, if any.
         retry_after: Option<Duration>,
     },
     /// The request may have reached the service and been applied (timeout after sending, reset
-    /// mid-response, 500, 502, 504): retry only idempotent operations.
+    /// mid-response, 500, 502, 504, a direct method's 408): repeat only what repeating cannot
+    /// change ([`OperationKind::may_repeat`]).
     MaybePerformed,
     /// Retrying will not help.
     Permanent,
+}
+
+/// What an operation does, as far as repeating it is concerned. Chosen per call: an update
+/// with [`IfMatch::Any`](crate::IfMatch::Any) is an [`UnconditionalWrite`](Self::UnconditionalWrite),
+/// the same update with an etag a [`ConditionalWrite`](Self::ConditionalWrite).
+///
+/// | operation | kind |
+/// |---|---|
+/// | `get_device`, `get_devices`, `get_module`, `get_modules`, `get_twin`, `get_module_twin`, `get_device_registry_statistics`, `get_service_statistics` | [`Read`](Self::Read) |
+/// | `query_iot_hub` (and every page of [`query`](crate::RegistryManager::query)) | [`Query`](Self::Query) |
+/// | `delete_device`, `delete_module` (with or without an etag) | [`Delete`](Self::Delete) |
+/// | `update_*` and `replace_*`, `update_twin`, `update_module_twin` with an etag | [`ConditionalWrite`](Self::ConditionalWrite) |
+/// | the same with [`IfMatch::Any`](crate::IfMatch::Any); `purge_c2d_queue`; `send_c2d_message` | [`UnconditionalWrite`](Self::UnconditionalWrite) |
+/// | `create_device_with_*`, `create_module_with_*` | [`Create`](Self::Create) |
+/// | `invoke_device_method`, `invoke_device_module_method` | [`DirectMethod`](Self::DirectMethod) |
+/// | `bulk_create_or_update_devices` (and every call of [`bulk`](crate::RegistryManager::bulk)) | the least repeatable kind among its entries: [`UnconditionalWrite`](Self::UnconditionalWrite) if one is a forced update (or has no mode), else [`Create`](Self::Create) if one creates, else [`ConditionalWrite`](Self::ConditionalWrite) if one is conditional on an etag, else [`Delete`](Self::Delete) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OperationKind {
+    /// Reads only (get, list, statistics).
+    Read,
+    /// A query page: reads only.
+    Query,
+    /// Deletes an identity. Repeated after its first attempt was applied, it finds the identity
+    /// gone, which is what was asked for.
+    Delete,
+    /// A write conditional on an etag. Repeated after its first attempt was applied, it fails
+    /// with 412 instead of applying twice.
+    ConditionalWrite,
+    /// Creates an identity. Repeated after its first attempt was applied, it fails with 409 for
+    /// an identity it created itself.
+    Create,
+    /// A write without a precondition (a forced update, a twin patch with `If-Match: *`, a
+    /// purge). Repeated, it applies again: it may undo a concurrent change, bump versions and
+    /// notify devices twice.
+    UnconditionalWrite,
+    /// Runs code on a device. Repeated, it runs again.
+    DirectMethod,
+}
+
+impl OperationKind {
+    /// The one rule of the SDK for repeating an operation, given what its failure proves:
+    ///
+    /// - After [`RetryClass::NotPerformed`] (the service did not process the request), any
+    ///   operation may be repeated.
+    /// - After [`RetryClass::MaybePerformed`] (it may have been applied), only what repeating
+    ///   cannot change: [`Read`](Self::Read), [`Query`](Self::Query),
+    ///   [`Delete`](Self::Delete) and [`ConditionalWrite`](Self::ConditionalWrite).
+    /// - After [`RetryClass::Permanent`], never.
+    ///
+    /// ```
+    /// use iothub_registry::{OperationKind, RetryClass};
+    ///
+    /// let lost = RetryClass::MaybePerformed;
+    /// assert!(OperationKind::ConditionalWrite.may_repeat(lost));
+    /// assert!(!OperationKind::UnconditionalWrite.may_repeat(lost));
+    /// let throttled = RetryClass::NotPerformed { retry_after: None };
+    /// assert!(OperationKind::DirectMethod.may_repeat(throttled));
+    /// ```
+    pub fn may_repeat(self, class: RetryClass) -> bool {
+        match class {
+            RetryClass::Permanent => false,
+            RetryClass::NotPerformed { .. } => true,
+            RetryClass::MaybePerformed => self.repeats_harmlessly(),
+        }
+    }
+
+    /// Whether repeating it after it was applied changes nothing: reads, queries, deletes and
+    /// writes conditional on an etag.
+    pub fn repeats_harmlessly(self) -> bool {
+        matches!(
+            self,
+            Self::Read | Self::Query | Self::Delete | Self::ConditionalWrite
+        )
+    }
+
+    /// Whether it changes the hub (everything but reads and queries), so that a failure may
+    /// leave it applied.
+    pub fn changes_state(self) -> bool {
+        !matches!(self, Self::Read | Self::Query)
+    }
 }
 
 /// What the policy knows about the operation and the attempts so far.
@@ -35,20 +120,41 @@ pub struct RetryContext {
     pub attempt: u32,
     /// Time since the first attempt started.
     pub elapsed: Duration,
-    /// Whether repeating the operation after it was applied is harmless: reads, queries and
-    /// writes conditional on an etag are; direct methods and unconditional bulk writes are not.
+    /// Whether repeating the operation after it was applied is harmless:
+    /// `kind.repeats_harmlessly()`. Kept for policies written before [`kind`](Self::kind).
     pub idempotent: bool,
+    /// What the operation does, which decides what may be repeated
+    /// ([`OperationKind::may_repeat`]).
+    pub kind: OperationKind,
 }
 
 impl RetryContext {
     /// A context, for testing a custom [`RetryPolicy`] (the struct is `non_exhaustive`, so it
-    /// cannot be built literally outside this crate).
+    /// cannot be built literally outside this crate). `idempotent` stands for a kind:
+    /// [`OperationKind::Read`] when true, [`OperationKind::UnconditionalWrite`] when false;
+    /// see [`for_kind`](Self::for_kind) to give one.
     pub fn new(operation: &'static str, attempt: u32, elapsed: Duration, idempotent: bool) -> Self {
+        let kind = if idempotent {
+            OperationKind::Read
+        } else {
+            OperationKind::UnconditionalWrite
+        };
+        Self::for_kind(operation, attempt, elapsed, kind)
+    }
+
+    /// A context for an operation of `kind`.
+    pub fn for_kind(
+        operation: &'static str,
+        attempt: u32,
+        elapsed: Duration,
+        kind: OperationKind,
+    ) -> Self {
         Self {
             operation,
             attempt,
             elapsed,
-            idempotent,
+            idempotent: kind.repeats_harmlessly(),
+            kind,
         }
     }
 }
@@ -100,8 +206,10 @@ impl<P: RetryPolicy + ?Sized> RetryPolicy for Box<P> {
 /// The default policy: exponential backoff with equal jitter, bounded by attempts and total
 /// time, honouring `Retry-After`.
 ///
-/// - **Which failures.** [`RetryClass::Permanent`]: never. [`RetryClass::NotPerformed`]: any
-///   operation. [`RetryClass::MaybePerformed`]: only idempotent operations, unless
+/// - **Which failures.** As [`OperationKind::may_repeat`] says, for the context's
+///   [`kind`](RetryContext::kind): [`RetryClass::Permanent`]: never.
+///   [`RetryClass::NotPerformed`]: any operation. [`RetryClass::MaybePerformed`]: only reads,
+///   queries, deletes and conditional writes, unless
 ///   [`retry_non_idempotent`](Self::retry_non_idempotent) is set.
 /// - **How long.** After attempt *n* the backoff is `min(max_delay, initial_delay × 2^(n-1))`,
 ///   then drawn uniformly from its upper half (equal jitter: `[b/2, b]`). Equal rather than full
@@ -122,7 +230,7 @@ impl<P: RetryPolicy + ?Sized> RetryPolicy for Box<P> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use iothub_registry::{ExponentialRetry, RetryClass, RetryContext, RetryPolicy};
+/// use iothub_registry::{ExponentialRetry, OperationKind, RetryClass, RetryContext, RetryPolicy};
 ///
 /// // More patient than the default, e.g. for a batch job on a busy hub.
 /// let policy = ExponentialRetry::new()
@@ -133,12 +241,17 @@ impl<P: RetryPolicy + ?Sized> RetryPolicy for Box<P> {
 ///
 /// // A throttled request is retried, not before the time the hub asked for.
 /// let throttled = RetryClass::NotPerformed { retry_after: Some(Duration::from_secs(5)) };
-/// let context = RetryContext::new("bulk_create_or_update_devices", 1, Duration::ZERO, false);
+/// let create = OperationKind::Create;
+/// let context = RetryContext::for_kind("bulk_create_or_update_devices", 1, Duration::ZERO, create);
 /// assert!(policy.next_delay(throttled, &context) >= Some(Duration::from_secs(5)));
 ///
-/// // A method invocation that may have run is not repeated.
-/// let context = RetryContext::new("invoke_device_method", 1, Duration::ZERO, false);
+/// // A method invocation that may have run is not repeated; a conditional write is.
+/// let method = OperationKind::DirectMethod;
+/// let context = RetryContext::for_kind("invoke_device_method", 1, Duration::ZERO, method);
 /// assert_eq!(policy.next_delay(RetryClass::MaybePerformed, &context), None);
+/// let patch = OperationKind::ConditionalWrite;
+/// let context = RetryContext::for_kind("update_twin", 1, Duration::ZERO, patch);
+/// assert!(policy.next_delay(RetryClass::MaybePerformed, &context).is_some());
 /// ```
 ///
 /// Give it to the manager with `RegistryManagerBuilder::retry_policy`.
@@ -201,8 +314,9 @@ impl ExponentialRetry {
         self
     }
 
-    /// Also retry non-idempotent operations (direct methods, unconditional bulk writes) after an
-    /// ambiguous failure. Off by default: the operation may be applied twice.
+    /// Also repeat, after an ambiguous failure, the operations the rule keeps from it
+    /// (creates, unconditional writes, direct methods). Off by default: the operation may be
+    /// applied twice.
     #[must_use]
     pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
         self.retry_non_idempotent = yes;
@@ -239,13 +353,13 @@ impl ExponentialRetry {
 
 impl RetryPolicy for ExponentialRetry {
     fn next_delay(&self, class: RetryClass, context: &RetryContext) -> Option<Duration> {
+        let overridden = class == RetryClass::MaybePerformed && self.retry_non_idempotent;
+        if !context.kind.may_repeat(class) && !overridden {
+            return None;
+        }
         let retry_after = match class {
-            RetryClass::Permanent => return None,
-            RetryClass::MaybePerformed if !context.idempotent && !self.retry_non_idempotent => {
-                return None;
-            }
-            RetryClass::MaybePerformed => None,
             RetryClass::NotPerformed { retry_after } => retry_after,
+            _ => None,
         };
         if context.attempt >= self.max_attempts {
             return None;
@@ -310,6 +424,44 @@ mod tests {
         assert_eq!(policy.max_elapsed, secs(120));
         assert!(!policy.retry_non_idempotent);
         assert!(policy.jitter);
+    }
+
+    /// The one rule: which kinds may be repeated after which class of failure.
+    #[test]
+    fn the_rule_over_every_kind_and_class() {
+        use OperationKind::*;
+        let maybe = RetryClass::MaybePerformed;
+        // (kind, repeated after MaybePerformed, changes state)
+        let table = [
+            (Read, true, false),
+            (Query, true, false),
+            (Delete, true, true),
+            (ConditionalWrite, true, true),
+            (Create, false, true),
+            (UnconditionalWrite, false, true),
+            (DirectMethod, false, true),
+        ];
+        for (kind, after_maybe, changes) in table {
+            assert!(kind.may_repeat(NOT_PERFORMED), "{kind:?}");
+            assert!(!kind.may_repeat(RetryClass::Permanent), "{kind:?}");
+            assert_eq!(kind.may_repeat(maybe), after_maybe, "{kind:?}");
+            assert_eq!(kind.repeats_harmlessly(), after_maybe, "{kind:?}");
+            assert_eq!(kind.changes_state(), changes, "{kind:?}");
+            // The default policy applies the rule, and the context's `idempotent` agrees.
+            let context = RetryContext::for_kind("op", 1, Duration::ZERO, kind);
+            assert_eq!(context.idempotent, after_maybe);
+            assert_eq!(fixed().next_delay(maybe, &context).is_some(), after_maybe);
+            assert!(fixed().next_delay(NOT_PERFORMED, &context).is_some());
+            // ...unless told to repeat everything.
+            let eager = fixed().retry_non_idempotent(true);
+            assert!(eager.next_delay(maybe, &context).is_some(), "{kind:?}");
+        }
+        // A context made the old way stands for a kind that agrees with its flag.
+        assert_eq!(RetryContext::new("op", 1, Duration::ZERO, true).kind, Read);
+        assert_eq!(
+            RetryContext::new("op", 1, Duration::ZERO, false).kind,
+            UnconditionalWrite
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::etag::IfMatch;
 use crate::ids::{validate_device_id, validate_module_id};
 use crate::manager::{Call, RegistryManager};
+use crate::retry::OperationKind;
 
 /// Which half of a twin write: PATCH merges tags and desired properties, PUT replaces them.
 #[derive(Clone, Copy)]
@@ -20,7 +21,7 @@ impl RegistryManager {
     pub async fn get_twin(&self, device_id: impl Into<String>) -> Result<Twin> {
         let device_id = device_id.into();
         validate_device_id(&device_id)?;
-        let call = Call::new("get_twin", true).device(&device_id);
+        let call = Call::new("get_twin", OperationKind::Read).device(&device_id);
         self.execute(call, || {
             let request = self.rest.devices_get_twin().id(device_id.as_str());
             async move { request.send().await.map(ResponseValue::into_inner) }
@@ -83,7 +84,7 @@ impl RegistryManager {
         let (device_id, module_id) = (device_id.into(), module_id.into());
         validate_device_id(&device_id)?;
         validate_module_id(&module_id)?;
-        let call = Call::new("get_module_twin", true)
+        let call = Call::new("get_module_twin", OperationKind::Read)
             .device(&device_id)
             .module(&module_id);
         self.execute(call, || {
@@ -148,9 +149,11 @@ impl RegistryManager {
             (Write::Merge, true) => "update_module_twin",
             (Write::Replace, true) => "replace_module_twin",
         };
+        // Applied twice, even the same patch bumps the twin's versions and notifies the device
+        // twice, and undoes any change made in between: only a conditional one is repeated.
+        let kind = if_match.write_kind();
         let header = if_match.header_value();
-        // Applying the same merge or replacement twice leaves the same twin.
-        let mut call = Call::new(operation, true).device(&device_id);
+        let mut call = Call::new(operation, kind).device(&device_id);
         if let Some(module_id) = &module_id {
             call = call.module(module_id);
         }

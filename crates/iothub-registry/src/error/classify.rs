@@ -5,7 +5,7 @@
 use iothub_rest_gen::types::ErrorCode;
 
 use super::{Error, ServiceError};
-use crate::retry::RetryClass;
+use crate::retry::{OperationKind, RetryClass};
 
 impl Error {
     /// The hub answered 404.
@@ -13,33 +13,78 @@ impl Error {
     /// Beware that a direct method to a device that is not connected (or has no handler) also
     /// answers 404, with code `DeviceNotOnline` (404103): the device exists. Check
     /// [`code`](Self::code) when the difference matters.
+    ///
+    /// False for [`Error::MaybeApplied`]: a 404 there may be the earlier attempt's own doing.
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
-            || matches!(self, Error::C2d(iothub_amqp::Error::DeviceNotFound(_)))
+        !self.is_maybe_applied()
+            && (self.status() == Some(404)
+                || matches!(self, Error::C2d(iothub_amqp::Error::DeviceNotFound(_))))
     }
 
     /// The `If-Match` etag did not match the current one: status 412, or code
     /// `PreconditionFailed` (412001) or `EtagDoesNotMatch` (400023) with any status.
+    ///
+    /// False for [`Error::MaybeApplied`]: the etag may have changed because the earlier attempt
+    /// made the change, not because someone else did.
     pub fn is_precondition_failed(&self) -> bool {
-        self.status() == Some(412)
-            || self.code().is_some_and(|code| {
-                matches!(
-                    code,
-                    ErrorCode::PreconditionFailed | ErrorCode::EtagDoesNotMatch
-                )
-            })
+        !self.is_maybe_applied()
+            && (self.status() == Some(412)
+                || self.code().is_some_and(|code| {
+                    matches!(
+                        code,
+                        ErrorCode::PreconditionFailed | ErrorCode::EtagDoesNotMatch
+                    )
+                }))
     }
 
     /// The hub answered 409, for example `DeviceAlreadyExists` when creating an existing device.
+    /// False for [`Error::MaybeApplied`].
     pub fn is_conflict(&self) -> bool {
-        self.status() == Some(409)
+        !self.is_maybe_applied() && self.status() == Some(409)
+    }
+
+    /// Whether the operation may have been applied although it failed, so that its effect
+    /// must be checked (read the entity back) before it is repeated or reported as not done.
+    ///
+    /// True for [`Error::MaybeApplied`]; for a failure whose own
+    /// [`retry_class`](Self::retry_class) is [`RetryClass::MaybePerformed`] (a connection lost
+    /// after the request was sent, a timeout after sending, a 500, 502 or 504); and for an
+    /// [`Error::ResponseTooLarge`] with a success status. False for failures that prove the
+    /// operation was not applied (a refused connection, a timeout before sending, 429, 503,
+    /// any other 4xx, invalid arguments).
+    ///
+    /// For reads and queries it only says the request may have reached the hub.
+    ///
+    /// ```
+    /// # async fn run(registry: iothub_registry::RegistryManager) {
+    /// use iothub_registry::{IfMatch, TwinPatch};
+    ///
+    /// let patch = TwinPatch::new().tag("floor", 3);
+    /// match registry.update_twin("sensor-1", patch, IfMatch::Any).await {
+    ///     Ok(_) => println!("applied"),
+    ///     Err(e) if e.may_have_been_applied() => println!("unknown: read the twin back ({e})"),
+    ///     Err(e) => println!("not applied: {e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn may_have_been_applied(&self) -> bool {
+        match self {
+            Error::MaybeApplied { .. } => true,
+            Error::ResponseTooLarge { status, .. } if (200..300).contains(status) => true,
+            _ => self.retry_class() == RetryClass::MaybePerformed,
+        }
+    }
+
+    fn is_maybe_applied(&self) -> bool {
+        matches!(self, Error::MaybeApplied { .. })
     }
 
     /// The hub throttled the request: status 429, or one of the throttling codes 429000 to
     /// 429005 with any status; or a cloud-to-device message refused as throttled.
     pub fn is_throttled(&self) -> bool {
-        self.service().is_some_and(service_is_throttled)
-            || matches!(self, Error::C2d(iothub_amqp::Error::Throttled(_)))
+        !self.is_maybe_applied()
+            && (self.service().is_some_and(service_is_throttled)
+                || matches!(self, Error::C2d(iothub_amqp::Error::Throttled(_))))
     }
 
     /// Whether the operation may succeed if it is repeated later, unchanged.
@@ -53,7 +98,10 @@ impl Error {
     ///   (503000), `ServiceUnavailable` (503001) and `ServerBusy` (503005);
     /// - transport errors, except a request that could not even be built or a redirect loop;
     /// - [`Error::Timeout`];
+    /// - [`Error::ResponseTooLarge`] with one of the statuses above;
     /// - [`Error::C2d`] when [`iothub_amqp::Error::is_transient`] says so.
+    ///
+    /// False for [`Error::MaybeApplied`] (whatever happened may happen again).
     ///
     /// Deliberately false for:
     /// - `DeviceNotOnline` (404103), though the C# v2 SDK calls it transient: the device is not
@@ -69,6 +117,9 @@ impl Error {
             Error::Service(service) => service_is_transient(service),
             Error::Transport { source } => !source.is_builder() && !source.is_redirect(),
             Error::Timeout { .. } => true,
+            Error::ResponseTooLarge { status, .. } => {
+                matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+            }
             Error::C2d(error) => error.is_transient(),
             _ => false,
         }
@@ -79,13 +130,20 @@ impl Error {
     /// - [`RetryClass::NotPerformed`] (with the `Retry-After` delay, if the hub sent one): a
     ///   status 408, 429 or 503; a throttling code (429000 to 429005),
     ///   `GenericServiceUnavailable` (503000), `ServiceUnavailable` (503001) or `ServerBusy`
-    ///   (503005) with any status; a transport error while connecting (nothing was sent).
+    ///   (503005) with any status; a transport error while connecting, or a timeout while
+    ///   getting a token (nothing was sent).
     /// - [`RetryClass::MaybePerformed`]: any other 5xx status except 501 and 505 (both say the
     ///   request can never work); the codes `ServerError` (500001) and `GenericTimeout`
-    ///   (500008); any other transport error (the request may have been sent); a timeout.
+    ///   (500008); any other transport error (the request may have been sent); a timeout after
+    ///   sending; [`Error::MaybeApplied`].
     /// - [`RetryClass::Permanent`]: everything else: other statuses (4xx other than 408 and
-    ///   429), decode errors, invalid arguments, credential and configuration errors, and
+    ///   429, 3xx), decode errors, invalid arguments, credential and configuration errors, and
     ///   transport errors that could not build the request or hit a redirect loop.
+    ///   [`Error::ResponseTooLarge`] is classed by its status, and a success status as
+    ///   permanent (the answer, not the operation, is the problem).
+    ///
+    /// A direct method answered 408 is [`RetryClass::MaybePerformed`] for the SDK's retries
+    /// (the device may have run it), which this status-only judgement cannot see.
     ///
     /// For [`Error::C2d`]: `NotPerformed` when the message provably did not reach the hub's
     /// queue and may be accepted later (could not connect, connection found dead or timeout
@@ -102,9 +160,31 @@ impl Error {
             Error::Transport { source } if source.is_builder() || source.is_redirect() => {
                 RetryClass::Permanent
             }
-            Error::Transport { .. } | Error::Timeout { .. } => RetryClass::MaybePerformed,
+            Error::Timeout { sent: false, .. } => RetryClass::NotPerformed { retry_after: None },
+            Error::Transport { .. } | Error::Timeout { .. } | Error::MaybeApplied { .. } => {
+                RetryClass::MaybePerformed
+            }
+            Error::ResponseTooLarge { status, .. } => status_retry_class(*status),
             _ => RetryClass::Permanent,
         }
+    }
+
+    /// How this failure of an operation of `kind` may be retried: [`retry_class`](Self::retry_class),
+    /// except that a direct method answered 408 may have run on the device.
+    pub(crate) fn retry_class_for(&self, kind: OperationKind) -> RetryClass {
+        match kind {
+            OperationKind::DirectMethod if self.status() == Some(408) => RetryClass::MaybePerformed,
+            _ => self.retry_class(),
+        }
+    }
+}
+
+/// The class a status alone gives (no code, no body).
+fn status_retry_class(status: u16) -> RetryClass {
+    match status {
+        408 | 429 | 503 => RetryClass::NotPerformed { retry_after: None },
+        500..=599 if !matches!(status, 501 | 505) => RetryClass::MaybePerformed,
+        _ => RetryClass::Permanent,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Integration tests of `iothub-registry`, one module per area, in one test binary.
 
 mod behaviour;
+mod bounded;
 mod construction;
+mod outcomes;
 mod tracing;
 mod wire;

@@ -607,3 +607,127 @@ async fn query_stream_follows_continuations_replaying_query_and_page_size() {
         .unwrap();
     assert_eq!(rest, [json!({ "deviceId": "d" })]);
 }
+
+/// A retry policy that records what it was asked, then answers as `fast_retries` does.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<(&'static str, iothub_registry::OperationKind)>>);
+
+impl iothub_registry::RetryPolicy for Recorder {
+    fn next_delay(
+        &self,
+        class: iothub_registry::RetryClass,
+        context: &iothub_registry::RetryContext,
+    ) -> Option<std::time::Duration> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((context.operation, context.kind));
+        fast_retries().next_delay(class, context)
+    }
+}
+
+/// The retry rule over every public method that sends a request: the kind each call gives
+/// its retry policy, and whether it is repeated after a failure that leaves its outcome
+/// unknown (a 500): reads, queries, deletes and conditional writes are; creates,
+/// unconditional writes and direct methods are not.
+#[tokio::test]
+async fn every_operation_has_a_kind_and_is_repeated_only_as_the_rule_says() {
+    use iothub_registry::OperationKind::{
+        ConditionalWrite, Create, Delete, DirectMethod, Query, Read, UnconditionalWrite,
+    };
+    let table = [
+        ("create_device_with_sas", Create),
+        (
+            "create_device_with_sas (generated keys, all options)",
+            Create,
+        ),
+        ("create_device_with_x509", Create),
+        ("create_device_with_certificate_authority", Create),
+        ("update_device_with_sas", ConditionalWrite),
+        ("update_device_with_x509", UnconditionalWrite),
+        ("update_device_with_certificate_authority", ConditionalWrite),
+        ("get_device", Read),
+        ("get_devices", Read),
+        ("get_devices (service default)", Read),
+        ("delete_device", Delete),
+        ("delete_device (etag)", Delete),
+        ("create_module_with_sas", Create),
+        ("create_module_with_x509", Create),
+        ("create_module_with_certificate_authority", Create),
+        ("update_module_with_sas", ConditionalWrite),
+        ("update_module_with_x509", UnconditionalWrite),
+        ("update_module_with_certificate_authority", ConditionalWrite),
+        ("get_module", Read),
+        ("get_modules", Read),
+        ("delete_module", Delete),
+        ("get_twin", Read),
+        ("update_twin", ConditionalWrite),
+        ("replace_twin", UnconditionalWrite),
+        ("get_module_twin", Read),
+        ("update_module_twin", UnconditionalWrite),
+        ("replace_module_twin", ConditionalWrite),
+        ("query_iot_hub", Query),
+        ("query_iot_hub (first page, no options)", Query),
+        ("get_device_registry_statistics", Read),
+        ("get_service_statistics", Read),
+        // One create and one conditional delete: the least repeatable entry decides.
+        ("bulk_create_or_update_devices", Create),
+        ("bulk_create_or_update_devices (400 is a result)", Create),
+        ("invoke_device_method", DirectMethod),
+        ("invoke_device_module_method (no payload)", DirectMethod),
+        ("purge_c2d_queue", UnconditionalWrite),
+    ];
+    let cases = cases();
+    let named: std::collections::BTreeSet<_> = cases.iter().map(|c| c.name).collect();
+    let listed: std::collections::BTreeSet<_> = table.iter().map(|(name, _)| *name).collect();
+    assert_eq!(named, listed, "every case has a kind, every kind a case");
+    for case in cases {
+        let kind = table.iter().find(|(name, _)| *name == case.name).unwrap().1;
+        let server = MockServer::start().await;
+        Mock::given(method(case.method))
+            .and(path(case.path.as_str()))
+            .respond_with(ResponseTemplate::new(500))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        let mut answer = ResponseTemplate::new(case.status);
+        if let Some(body) = &case.response {
+            answer = answer.set_body_json(body);
+        }
+        for (name, value) in case.response_headers {
+            answer = answer.insert_header(*name, *value);
+        }
+        Mock::given(method(case.method))
+            .and(path(case.path.as_str()))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let recorder = std::sync::Arc::new(Recorder::default());
+        let address = server.address();
+        let registry = registry_builder(address, credential(address, "iothubowner", KEY))
+            .retry_policy(recorder.clone())
+            .build()
+            .unwrap();
+        let result = (case.call)(&registry).await;
+        let asked = recorder.0.lock().unwrap().clone();
+        assert!(
+            !asked.is_empty() && asked.iter().all(|(_, k)| *k == kind),
+            "{}: {asked:?}",
+            case.name
+        );
+        let repeated = server.received_requests().await.unwrap().len() == 2;
+        let expected = kind.may_repeat(iothub_registry::RetryClass::MaybePerformed);
+        assert_eq!(repeated, expected, "{}", case.name);
+        match result {
+            Ok(_) => assert!(repeated, "{}", case.name),
+            Err(err) => {
+                assert!(!repeated, "{}: {err}", case.name);
+                assert_eq!(err.status(), Some(500), "{}", case.name);
+                // Only operations that change state are left unrepeated, and the 500 may
+                // have applied them: the error says so.
+                assert!(err.may_have_been_applied(), "{}: {err:?}", case.name);
+            }
+        }
+    }
+}
