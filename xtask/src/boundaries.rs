@@ -28,6 +28,18 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
 /// models, never the generated client or our credentials.
 const EMULATOR_NEVER: &[&str] = &["reqwest", "progenitor-client", "azure_core", "iothub-auth"];
 
+/// What the registry must not link without its default features: REST only, no AMQP.
+const REGISTRY_REST_ONLY_NEVER: &[&str] = &["iothub-amqp", "fe2o3-amqp"];
+
+/// Crates that must build without their default features, and what that build is.
+const WITHOUT_DEFAULT_FEATURES: &[(&str, &str)] = &[
+    (
+        "iothub-rest-gen",
+        "models only (without its client feature)",
+    ),
+    ("iothub-registry", "REST only (without its amqp feature)"),
+];
+
 /// Crates with exactly these direct dependents (normal edges), workspace-wide.
 const CONFINED: &[(&str, &[&str])] = &[
     ("progenitor-client", &["iothub-rest-gen"]),
@@ -107,6 +119,20 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         "the emulator without default features links no HTTP client or credential",
         absent(&emulator, EMULATOR_NEVER),
     );
+    let rest_only = tree(
+        root,
+        &[
+            "-p",
+            "iothub-registry",
+            "-e",
+            "normal",
+            "--no-default-features",
+        ],
+    )?;
+    check(
+        "the registry without default features links no AMQP",
+        absent(&rest_only, REGISTRY_REST_ONLY_NEVER),
+    );
     for (krate, dependents) in CONFINED {
         let inverted = cargo_tree(
             root,
@@ -139,25 +165,24 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             absent(&tree, BANNED_IN_LIBRARIES),
         );
     }
-    let models_only = Command::new(cargo())
-        .current_dir(root)
-        .args([
-            "check",
-            "--quiet",
-            "-p",
-            "iothub-rest-gen",
-            "--no-default-features",
-        ])
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    check(
-        "iothub-rest-gen builds as models only (without its client feature)",
-        if models_only.success() {
-            Ok(())
-        } else {
-            Err("cargo check -p iothub-rest-gen --no-default-features failed".into())
-        },
-    );
+    // One package per build: features unify across the packages of one cargo invocation.
+    for (krate, what) in WITHOUT_DEFAULT_FEATURES {
+        let built = Command::new(cargo())
+            .current_dir(root)
+            .args(["check", "--quiet", "-p", krate, "--no-default-features"])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        check(
+            &format!("{krate} builds {what}"),
+            if built.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cargo check -p {krate} --no-default-features failed"
+                ))
+            },
+        );
+    }
     for (rule, dir, needle, allowed_under) in SOURCE_RULES {
         check(
             &format!("{rule} ({dir})"),

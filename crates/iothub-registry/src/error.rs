@@ -159,7 +159,8 @@ pub enum Error {
     /// A cloud-to-device send (or a feedback or file-notification receiver) failed over AMQP:
     /// the hub refused the message (unknown device, full queue, throttled, unauthorized) or
     /// the connection failed. [`iothub_amqp::Error::is_ambiguous`] tells whether the message may
-    /// have been queued anyway.
+    /// have been queued anyway. (With the `amqp` feature, on by default.)
+    #[cfg(feature = "amqp")]
     #[error(transparent)]
     C2d(iothub_amqp::Error),
 
@@ -247,6 +248,7 @@ fn decode_message(status: u16) -> String {
 
 /// As [`RegistryManager::send_c2d`](crate::RegistryManager::send_c2d) maps them, so `?` on a
 /// [`Message`](crate::c2d::Message) builder's result gives the same variants.
+#[cfg(feature = "amqp")]
 impl From<iothub_amqp::Error> for Error {
     fn from(error: iothub_amqp::Error) -> Self {
         Error::from_amqp(error)
@@ -297,6 +299,7 @@ impl Error {
     }
 
     /// The AMQP error, for [`Error::C2d`].
+    #[cfg(feature = "amqp")]
     pub fn c2d(&self) -> Option<&iothub_amqp::Error> {
         match self {
             Error::C2d(error) => Some(error),
@@ -311,6 +314,7 @@ impl Error {
 
     /// Maps an `iothub-amqp` error: argument, credential and configuration failures keep
     /// this crate's variants, so callers test for them one way whatever the transport.
+    #[cfg(feature = "amqp")]
     pub(crate) fn from_amqp(error: iothub_amqp::Error) -> Self {
         match error {
             iothub_amqp::Error::InvalidArgument { argument, reason } => {

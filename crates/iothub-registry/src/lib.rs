@@ -2,6 +2,7 @@
 
 mod bulk;
 pub mod bulk_entry;
+#[cfg(feature = "amqp")]
 pub mod c2d;
 mod devices;
 mod error;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "amqp")]
 use iothub_amqp::{ServiceClient, Transport};
 use iothub_auth::network::{NetworkError, NetworkOptions, ProxySetting};
 use iothub_auth::{ConnectionString, Credential, HostName};
@@ -48,6 +49,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct RegistryManager {
     pub(crate) rest: Client,
     /// Cloud-to-device messages, feedback and file notifications; connects on first use.
+    #[cfg(feature = "amqp")]
     pub(crate) c2d: ServiceClient,
     credential: Credential,
     retry: Arc<dyn RetryPolicy>,
@@ -92,8 +94,11 @@ impl RegistryManager {
             max_error_body: iothub_rest_gen::DEFAULT_MAX_ERROR_BODY,
             network: NetworkOptions::default(),
             network_error: None,
+            #[cfg(feature = "amqp")]
             amqp_transport: Transport::Amqp,
+            #[cfg(feature = "amqp")]
             amqp_port: None,
+            #[cfg(feature = "amqp")]
             c2d_client: None,
         }
     }
@@ -168,7 +173,8 @@ impl RegistryManager {
     }
 
     /// Asks the retry policy about a failed attempt: sleeps and returns true to try again, or
-    /// returns false to give up. Shared by every operation, REST or AMQP.
+    /// returns false to give up. For AMQP sends, which do not run through `execute`.
+    #[cfg(feature = "amqp")]
     pub(crate) async fn wait_to_retry(&self, error: &Error, context: &RetryContext) -> bool {
         self.wait(error, error.retry_class(), context).await
     }
@@ -320,8 +326,11 @@ pub struct RegistryManagerBuilder {
     network: NetworkOptions,
     /// The first root certificate PEM or proxy URL refused; `build` reports it.
     network_error: Option<NetworkError>,
+    #[cfg(feature = "amqp")]
     amqp_transport: Transport,
+    #[cfg(feature = "amqp")]
     amqp_port: Option<u16>,
+    #[cfg(feature = "amqp")]
     c2d_client: Option<ServiceClient>,
 }
 
@@ -467,8 +476,10 @@ impl RegistryManagerBuilder {
     }
 
     /// How cloud-to-device messages travel: AMQP over TLS on port 5671 (the default) or AMQP
-    /// over WebSockets on port 443, for networks that block 5671. With WebSockets, a proxy
-    /// set with [`Self::proxy`] is used for AMQP too.
+    /// over WebSockets on port 443, for networks that block 5671. With WebSockets, the proxy
+    /// applies to AMQP too (the one set with [`Self::proxy`], else the environment's, as for
+    /// HTTPS).
+    #[cfg(feature = "amqp")]
     pub fn amqp_transport(mut self, transport: Transport) -> Self {
         self.amqp_transport = transport;
         self
@@ -476,6 +487,7 @@ impl RegistryManagerBuilder {
 
     /// The port to dial for AMQP instead of the transport's default (an emulator's, a test
     /// server's).
+    #[cfg(feature = "amqp")]
     pub fn amqp_port(mut self, port: u16) -> Self {
         self.amqp_port = Some(port);
         self
@@ -483,6 +495,7 @@ impl RegistryManagerBuilder {
 
     /// Uses this AMQP client for cloud-to-device messages as it is, instead of one the builder
     /// makes from the credential and the settings above (for its keep-alive or send timeout).
+    #[cfg(feature = "amqp")]
     pub fn c2d_client(mut self, client: ServiceClient) -> Self {
         self.c2d_client = Some(client);
         self
@@ -518,11 +531,12 @@ impl RegistryManagerBuilder {
             rest = rest.api_version(version);
         }
         let rest = rest.build().map_err(build_error)?;
+        #[cfg(feature = "amqp")]
         let c2d = match self.c2d_client {
             Some(client) => client,
             None => {
-                // The same roots. The proxy only with WebSockets, and only an explicit one (the
-                // AMQP client never reads the environment), as before the options were shared.
+                // The same roots, and the same proxy over WebSockets (HTTPS to the proxy, as
+                // REST); AMQP on 5671 connects directly.
                 let mut network = self.network;
                 if self.amqp_transport != Transport::WebSocket {
                     network.set_proxy(ProxySetting::None);
@@ -539,6 +553,7 @@ impl RegistryManagerBuilder {
         };
         Ok(RegistryManager {
             rest,
+            #[cfg(feature = "amqp")]
             c2d,
             credential,
             retry: self.retry,

@@ -18,7 +18,7 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         !self.is_maybe_applied()
             && (self.status() == Some(404)
-                || matches!(self, Error::C2d(iothub_amqp::Error::DeviceNotFound(_))))
+                || c2d::device_not_found(self))
     }
 
     /// The `If-Match` etag did not match the current one: status 412, or code
@@ -84,7 +84,7 @@ impl Error {
     pub fn is_throttled(&self) -> bool {
         !self.is_maybe_applied()
             && (self.service().is_some_and(service_is_throttled)
-                || matches!(self, Error::C2d(iothub_amqp::Error::Throttled(_))))
+                || c2d::throttled(self))
     }
 
     /// Whether the operation may succeed if it is repeated later, unchanged.
@@ -120,6 +120,7 @@ impl Error {
             Error::ResponseTooLarge { status, .. } => {
                 matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
             }
+            #[cfg(feature = "amqp")]
             Error::C2d(error) => error.is_transient(),
             _ => false,
         }
@@ -152,7 +153,8 @@ impl Error {
     /// queue included (it drains only as fast as the device receives).
     pub fn retry_class(&self) -> RetryClass {
         match self {
-            Error::C2d(error) => c2d_retry_class(error),
+            #[cfg(feature = "amqp")]
+            Error::C2d(error) => c2d::retry_class(error),
             Error::Service(service) => service_retry_class(service),
             Error::Transport { source } if source.is_connect() => {
                 RetryClass::NotPerformed { retry_after: None }
@@ -188,16 +190,44 @@ fn status_retry_class(status: u16) -> RetryClass {
     }
 }
 
-fn c2d_retry_class(error: &iothub_amqp::Error) -> RetryClass {
+/// What a cloud-to-device failure says; without the `amqp` feature there is none.
+#[cfg(feature = "amqp")]
+mod c2d {
     use iothub_amqp::Error as Amqp;
-    match error {
-        _ if error.is_ambiguous() => RetryClass::MaybePerformed,
-        Amqp::Connect { .. }
-        | Amqp::ConnectionLost { .. }
-        | Amqp::Timeout { .. }
-        | Amqp::Throttled(_)
-        | Amqp::Released => RetryClass::NotPerformed { retry_after: None },
-        _ => RetryClass::Permanent,
+
+    use super::{Error, RetryClass};
+
+    pub(super) fn device_not_found(error: &Error) -> bool {
+        matches!(error, Error::C2d(Amqp::DeviceNotFound(_)))
+    }
+
+    pub(super) fn throttled(error: &Error) -> bool {
+        matches!(error, Error::C2d(Amqp::Throttled(_)))
+    }
+
+    pub(super) fn retry_class(error: &Amqp) -> RetryClass {
+        match error {
+            _ if error.is_ambiguous() => RetryClass::MaybePerformed,
+            Amqp::Connect { .. }
+            | Amqp::ConnectionLost { .. }
+            | Amqp::Timeout { .. }
+            | Amqp::Throttled(_)
+            | Amqp::Released => RetryClass::NotPerformed { retry_after: None },
+            _ => RetryClass::Permanent,
+        }
+    }
+}
+
+#[cfg(not(feature = "amqp"))]
+mod c2d {
+    use super::Error;
+
+    pub(super) fn device_not_found(_: &Error) -> bool {
+        false
+    }
+
+    pub(super) fn throttled(_: &Error) -> bool {
+        false
     }
 }
 
@@ -415,6 +445,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "amqp")]
     #[test]
     fn c2d_failures_are_classed_by_whether_the_message_left() {
         use iothub_amqp::{Error as Amqp, Rejection};
