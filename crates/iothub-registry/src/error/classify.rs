@@ -16,9 +16,7 @@ impl Error {
     ///
     /// False for [`Error::MaybeApplied`]: a 404 there may be the earlier attempt's own doing.
     pub fn is_not_found(&self) -> bool {
-        !self.is_maybe_applied()
-            && (self.status() == Some(404)
-                || c2d::device_not_found(self))
+        !self.is_maybe_applied() && (self.status() == Some(404) || c2d::device_not_found(self))
     }
 
     /// The `If-Match` etag did not match the current one: status 412, or code
@@ -83,8 +81,7 @@ impl Error {
     /// 429005 with any status; or a cloud-to-device message refused as throttled.
     pub fn is_throttled(&self) -> bool {
         !self.is_maybe_applied()
-            && (self.service().is_some_and(service_is_throttled)
-                || c2d::throttled(self))
+            && (self.service().is_some_and(service_is_throttled) || c2d::throttled(self))
     }
 
     /// Whether the operation may succeed if it is repeated later, unchanged.
