@@ -126,12 +126,14 @@ impl fmt::Debug for SharedAccessPolicy {
     }
 }
 
-/// A random 32-byte key, base64. fastrand is not a CSPRNG; that is acceptable here because
-/// the emulator is a local development tool, not a secret store. Configure real keys where
-/// that matters.
-fn random_key() -> String {
+/// A random 32-byte key, base64, from the system's cryptographic generator (through
+/// aws-lc-rs): policy and device keys are secrets.
+pub(crate) fn random_key() -> String {
     let mut bytes = [0u8; 32];
-    fastrand::fill(&mut bytes);
+    // aws-lc-rs fails only when the operating system cannot provide randomness at all; no
+    // key can be made then.
+    aws_lc_rs::rand::fill(&mut bytes)
+        .unwrap_or_else(|_| panic!("the system's random generator is unavailable"));
     STANDARD.encode(bytes)
 }
 
@@ -171,6 +173,10 @@ pub(crate) enum AuthError {
     /// The principal's role assignments lack a data action the operation needs.
     #[error("Unauthorized: the principal's role assignments do not grant {0}")]
     NotPermitted(Action),
+    /// The token's `sr` names a resource of the hub (`{host}/devices/x`) that does not
+    /// contain the one requested.
+    #[error("Unauthorized: the token's resource (sr) does not cover the requested resource")]
+    OutOfScope,
 }
 
 /// What an operation needs: one of these shared access permissions for a SAS token, or every
@@ -331,6 +337,33 @@ impl Authenticator {
         Err(AuthError::Malformed("expected a SharedAccessSignature"))
     }
 
+    /// [`Authenticator::authorize`] for a request on `path` (as sent, percent-encoded): a SAS
+    /// token is accepted only when its `sr` covers the path, as the service does. A token for
+    /// the hub (`sr={host}`) covers everything; one for `{host}/devices/x` covers
+    /// `/devices/x` and what is below it, and nothing else.
+    pub(crate) fn authorize_request(
+        &self,
+        header: Option<&str>,
+        need: impl Into<Need>,
+        path: &str,
+        now: u64,
+    ) -> Result<Principal, AuthError> {
+        let principal = self.authorize(header, need, now)?;
+        if let Principal::Policy(_) = principal {
+            let requested: Vec<String> = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+                .collect();
+            let requested: Vec<&str> = requested.iter().map(String::as_str).collect();
+            let sr = header.and_then(|h| sas_sr(h.trim()));
+            if !sr.is_some_and(|sr| scope_covers(sr, &requested)) {
+                return Err(AuthError::OutOfScope);
+            }
+        }
+        Ok(principal)
+    }
+
     fn authorize_bearer(&self, token: &str, need: Need, now: u64) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Malformed("empty bearer token"));
@@ -421,6 +454,40 @@ impl Authenticator {
         let host = normalize_host(host_of(host));
         !host.is_empty() && self.audiences.contains(&host)
     }
+}
+
+/// The `sr` of a `SharedAccessSignature` header, as sent.
+fn sas_sr(header: &str) -> Option<&str> {
+    let body = header.strip_prefix(SAS_PREFIX)?;
+    SasFields::parse(body.trim_start()).ok().map(|t| t.sr)
+}
+
+/// Whether a token's `sr` (as sent, percent-encoded or not, with or without a scheme) covers
+/// the resource whose decoded path segments are `requested`: the path of `sr` after the host
+/// must be a prefix of them, segment by segment. The first segment (the collection:
+/// `devices`, `messages`, …) is compared without regard to case, ids exactly.
+pub(crate) fn scope_covers(sr: &str, requested: &[&str]) -> bool {
+    let decoded = percent_decode_str(sr.trim()).decode_utf8_lossy();
+    let lower = decoded.to_ascii_lowercase();
+    let rest = ["https://", "amqps://"]
+        .iter()
+        .find(|scheme| lower.starts_with(*scheme))
+        .and_then(|scheme| decoded.get(scheme.len()..))
+        .unwrap_or(&decoded);
+    let scope: Vec<&str> = rest
+        .split_once('/')
+        .map_or("", |(_, path)| path)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    scope.len() <= requested.len()
+        && scope.iter().zip(requested).enumerate().all(|(i, (s, r))| {
+            if i == 0 {
+                s.eq_ignore_ascii_case(r)
+            } else {
+                s == r
+            }
+        })
 }
 
 /// The fields of a SAS token body (`sr=…&sig=…&se=…&skn=…`), borrowed as sent.
@@ -1097,6 +1164,29 @@ mod tests {
     }
 
     #[test]
+    fn keys_come_from_a_cryptographic_generator() {
+        // fastrand is seedable and predictable: a key must not be what it would produce.
+        for seed in [0, 7, 42] {
+            fastrand::seed(seed);
+            let policy = SharedAccessPolicy::new("p", [RegistryRead]);
+            fastrand::seed(seed);
+            let mut predicted = [0u8; 32];
+            fastrand::fill(&mut predicted);
+            let mut by_u8 = [0u8; 32];
+            fastrand::seed(seed);
+            by_u8.iter_mut().for_each(|b| *b = fastrand::u8(..));
+            for key in [&policy.primary_key, &policy.secondary_key] {
+                let key = STANDARD.decode(key).unwrap();
+                assert_ne!(key, predicted, "seed {seed}");
+                assert_ne!(key, by_u8, "seed {seed}");
+            }
+            fastrand::seed(seed);
+            let device_key = STANDARD.decode(random_key()).unwrap();
+            assert_ne!(device_key, predicted);
+        }
+    }
+
+    #[test]
     fn policy_with_undecodable_key_accepts_its_other_key() {
         let p = SharedAccessPolicy::with_keys("p", "not base64!", OWNER_PRIMARY, [RegistryRead]);
         let a = Authenticator::new(vec![p], vec!["localhost".into()], None);
@@ -1104,6 +1194,48 @@ mod tests {
         assert_eq!(
             a.authorize(Some(&t), RegistryRead, NOW),
             Ok(Principal::Policy("p".into()))
+        );
+    }
+
+    #[test]
+    fn a_scoped_token_covers_its_resource_and_what_is_below_it() {
+        let covers = |sr: &str, path: &str| {
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            scope_covers(sr, &segs)
+        };
+        assert!(covers("localhost%3A8443", "/devices/x"));
+        assert!(covers("https://h/", "/statistics/devices"));
+        assert!(covers("h%2Fdevices%2Fx", "/devices/x/modules/m"));
+        assert!(covers("h/Devices/x", "/devices/x"));
+        assert!(!covers("h/devices/x", "/devices/X"));
+        assert!(!covers("h/devices/x", "/devices/xy"));
+        assert!(!covers("h/devices/x", "/devices"));
+        assert!(!covers("h/devices/x", "/statistics/devices"));
+        assert!(covers("amqps://h:5671/messages", "/messages/devicebound"));
+        let t = http_token(
+            "localhost/devices/x",
+            "iothubowner",
+            OWNER_PRIMARY,
+            NOW + HOUR,
+        );
+        let a = auth();
+        assert_eq!(
+            a.authorize_request(Some(&t), RegistryRead, "/devices/x", NOW),
+            owner()
+        );
+        assert_eq!(
+            a.authorize_request(Some(&t), RegistryRead, "/devices/y", NOW),
+            Err(AuthError::OutOfScope)
+        );
+        // Bearer tokens carry no sr.
+        assert_eq!(
+            a.authorize_request(
+                Some("Bearer aad-token-123"),
+                RegistryRead,
+                "/devices/y",
+                NOW
+            ),
+            Ok(Principal::Bearer)
         );
     }
 

@@ -48,9 +48,74 @@ impl EmulatorBuilder {
     /// advertised to clients as the AMQP idle timeout, so their heartbeats keep them open.
     /// Rounded up to whole seconds; zero never closes idle connections.
     pub fn amqp_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.amqp_idle_timeout_secs = timeout
-            .as_secs()
-            .saturating_add(u64::from(timeout.subsec_nanos() > 0));
+        self.config.amqp_idle_timeout_secs = whole_secs(timeout);
+        self
+    }
+
+    /// Closes AMQP connections that still have no valid token this long after opening
+    /// (default 60 s; rounded up to whole seconds; zero never does).
+    pub fn amqp_auth_timeout(mut self, timeout: Duration) -> Self {
+        self.config.amqp_auth_timeout_secs = whole_secs(timeout);
+        self
+    }
+
+    /// Most sessions one AMQP connection may open at once (default 64).
+    pub fn amqp_max_sessions_per_connection(mut self, max: usize) -> Self {
+        self.config.amqp_max_sessions_per_connection = max;
+        self
+    }
+
+    /// Most links one AMQP connection may attach at once (default 256).
+    pub fn amqp_max_links_per_connection(mut self, max: usize) -> Self {
+        self.config.amqp_max_links_per_connection = max;
+        self
+    }
+
+    /// Most bytes of cloud-to-device message bodies queued over all devices (default
+    /// 64 MiB).
+    pub fn c2d_max_total_bytes(mut self, max: usize) -> Self {
+        self.config.c2d_max_total_bytes = max;
+        self
+    }
+
+    /// Most feedback records (and, separately, file-upload notifications) waiting for a
+    /// receiver (default 10,000; the oldest goes first).
+    pub fn c2d_max_pending_notifications(mut self, max: usize) -> Self {
+        self.config.c2d_max_pending_notifications = max;
+        self
+    }
+
+    /// How long feedback records wait for a receiver before they expire (default one hour,
+    /// the hub's `cloudToDevice.feedback.ttlAsIso8601`; rounded up to whole seconds).
+    pub fn feedback_ttl(mut self, ttl: Duration) -> Self {
+        self.config.feedback_ttl_secs = whole_secs(ttl);
+        self
+    }
+
+    /// How many times a feedback record is offered before it is dropped (default 10, the
+    /// hub's `cloudToDevice.feedback.maxDeliveryCount`).
+    pub fn feedback_max_delivery_count(mut self, count: u32) -> Self {
+        self.config.feedback_max_delivery_count = count;
+        self
+    }
+
+    /// How long an offered feedback batch waits to be settled before it is offered again
+    /// (default 60 s, the hub's `cloudToDevice.feedback.lockDurationAsIso8601`; rounded up
+    /// to whole seconds).
+    pub fn feedback_lock_duration(mut self, lock: Duration) -> Self {
+        self.config.feedback_lock_duration_secs = whole_secs(lock);
+        self
+    }
+
+    /// Most direct-method answers the control API keeps (default 1,000).
+    pub fn max_method_handlers(mut self, max: usize) -> Self {
+        self.config.max_method_handlers = max;
+        self
+    }
+
+    /// Most bytes the payloads of those answers take together (default 16 MiB).
+    pub fn max_method_handler_bytes(mut self, max: usize) -> Self {
+        self.config.max_method_handler_bytes = max;
         self
     }
 
@@ -132,9 +197,68 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How many service requests the request log keeps (default 1,000; bodies are kept whole, so a long log of bulk calls is large).
+    /// How many service requests the request log keeps (default 1,000; 0 keeps none).
     pub fn request_log_capacity(mut self, capacity: usize) -> Self {
         self.config.request_log_capacity = capacity;
+        self
+    }
+
+    /// Most bytes one request-log entry keeps (default 64 KiB; at least 1,024): a longer
+    /// body is cut and the entry marked truncated.
+    pub fn request_log_max_entry_bytes(mut self, max: usize) -> Self {
+        self.config.request_log_max_entry_bytes = max;
+        self
+    }
+
+    /// Most bytes the request log keeps over all its entries (default 32 MiB; the oldest go
+    /// first).
+    pub fn request_log_max_bytes(mut self, max: usize) -> Self {
+        self.config.request_log_max_bytes = max;
+        self
+    }
+
+    /// Closes an HTTP(S) connection whose request head is not received in full this long
+    /// after its first byte, or for its first request after it opened (default 30 s; rounded
+    /// up to whole seconds; zero never does).
+    pub fn http_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.http_header_read_timeout_secs = whole_secs(timeout);
+        self
+    }
+
+    /// Answers 408, and closes the connection, when a request body is not received in full
+    /// this long after the request was admitted (default 60 s; rounded up to whole seconds;
+    /// zero never does).
+    pub fn http_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.http_body_read_timeout_secs = whole_secs(timeout);
+        self
+    }
+
+    /// Closes an HTTP(S) connection with no request in progress for this long (default
+    /// 240 s, the Azure load balancer's idle timeout; rounded up to whole seconds; zero never
+    /// does).
+    pub fn http_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.http_idle_timeout_secs = whole_secs(timeout);
+        self
+    }
+
+    /// Most HTTP(S) connections open at once (default 10,000): at the cap the connection idle
+    /// the longest is closed to admit a new one.
+    pub fn http_max_connections(mut self, max: usize) -> Self {
+        self.config.http_max_connections = max;
+        self
+    }
+
+    /// Most AMQP connections open at once, WebSocket ones included (default 10,000).
+    pub fn amqp_max_connections(mut self, max: usize) -> Self {
+        self.config.amqp_max_connections = max;
+        self
+    }
+
+    /// Requires this token, in the `x-emulator-control-token` header, on every control-API
+    /// request but the health check. Without it the control API is open on a loopback bind,
+    /// and a token is generated on any other ([`Emulator::control_token`]).
+    pub fn control_token(mut self, token: impl Into<String>) -> Self {
+        self.config.control_token = Some(token.into().into());
         self
     }
 
@@ -147,4 +271,9 @@ impl EmulatorBuilder {
     pub async fn start(self) -> Result<Emulator, Error> {
         Emulator::start(self.config).await
     }
+}
+
+/// A duration in whole seconds, rounded up.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }

@@ -133,6 +133,15 @@ impl Emulator {
         self.shared.log.snapshot()
     }
 
+    /// The token the control API requires (`x-emulator-control-token`): the configured one,
+    /// or the one generated for a bind beyond loopback; `None` when the control API is open.
+    pub fn control_token(&self) -> Option<&str> {
+        self.shared
+            .control_token
+            .as_ref()
+            .map(iothub_rest_gen::SecretString::expose_secret)
+    }
+
     /// Empties the request log.
     pub fn clear_request_log(&self) {
         self.shared.log.clear();
@@ -187,6 +196,8 @@ impl Emulator {
     }
 
     /// How a device (or module) answers direct method `name` ([`DEFAULT_METHOD`] for any).
+    /// Unlike the control API, this neither checks that the device exists nor counts against
+    /// the limits on registrations: the caller is the test itself.
     pub fn set_method_response(
         &self,
         device_id: &str,
@@ -218,6 +229,27 @@ impl Emulator {
     /// Empties the record returned by [`Emulator::c2d_messages`] (queues are unaffected).
     pub fn clear_c2d_messages(&self) {
         self.shared.c2d.clear_accepted();
+    }
+
+    /// Feedback records waiting for a receiver on `/messages/servicebound/feedback` (expired
+    /// ones are not counted: they are gone).
+    pub fn feedback_pending(&self) -> usize {
+        self.shared.c2d.feedback_pending()
+    }
+
+    /// AMQP connections open now (TCP and WebSocket).
+    pub fn amqp_open_connections(&self) -> usize {
+        self.shared.amqp.connections.get()
+    }
+
+    /// AMQP sessions open now, over all connections.
+    pub fn amqp_open_sessions(&self) -> usize {
+        self.shared.amqp.sessions.get()
+    }
+
+    /// AMQP links attached now, over all connections.
+    pub fn amqp_open_links(&self) -> usize {
+        self.shared.amqp.links.get()
     }
 
     /// Messages waiting for a device (or module), locked ones included.

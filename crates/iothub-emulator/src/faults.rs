@@ -1,9 +1,13 @@
 //! Fault injection: throttling (at a rate or by tier limits), server errors, latency and
-//! dropped connections, decided per service request.
+//! dropped connections, decided per service request, and counted per request: over HTTP/2 one
+//! dropped connection fails every request in flight on it, and each of those counts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,8 +48,16 @@ pub enum Tier {
     S3,
 }
 
-/// How many faults were injected so far.
+/// How many faults were injected so far, counted per request.
+///
+/// A client can check its reporting of writes against the last three: a write it reports as
+/// failed and "not applied" must not be one of `ambiguous_writes_applied`, and a write it
+/// reports as "may have been applied" that was not must be one of
+/// `ambiguous_writes_not_applied`, or a request it sent that never reached the emulator (one
+/// it sent on a connection just as another request's drop closed it; `writes_by_operation`
+/// counts the requests that did).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FaultStats {
     /// 429s from `throttle_rate`.
     pub throttled: u64,
@@ -53,10 +65,40 @@ pub struct FaultStats {
     pub tier_throttled: u64,
     /// 500s and 503s.
     pub server_errors: u64,
+    /// Of `server_errors`, the 500s (the others are 503s).
+    pub internal_errors: u64,
     /// Connections dropped before applying.
     pub dropped_before: u64,
     /// Connections dropped after applying.
     pub dropped_after: u64,
+    /// Requests whose answer was lost because another request's injected drop closed their
+    /// connection (HTTP/2 carries many requests on one connection).
+    pub dropped_with_connection: u64,
+    /// Writes (every request but a GET or a query) the emulator did not apply and whose client
+    /// cannot tell: dropped before being applied (by their own fault or with their
+    /// connection), or answered 500.
+    pub ambiguous_writes_not_applied: u64,
+    /// Writes the emulator applied whose answer the client never got: dropped after being
+    /// applied, by their own fault or with their connection.
+    pub ambiguous_writes_applied: u64,
+    /// Per operation, named by method and path template (`"PUT /devices/{id}"`,
+    /// `"PATCH /twins/{id}"`, `"POST /devices"`…): the write requests that reached the
+    /// emulator, and the two counts above.
+    pub writes_by_operation: BTreeMap<String, WriteFaults>,
+}
+
+/// The write requests of one operation that reached the emulator, and those whose client
+/// cannot tell whether they were applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WriteFaults {
+    /// Requests that reached the emulator, whatever became of them.
+    pub requests: u64,
+    /// Not applied, and the client cannot tell: dropped before being applied (by their own
+    /// fault or with their connection), or answered 500.
+    pub ambiguous_not_applied: u64,
+    /// Applied, and the answer dropped.
+    pub ambiguous_applied: u64,
 }
 
 /// The throttling class of a request, as the service's quotas group operations.
@@ -155,6 +197,40 @@ impl Faults {
         self.lock().stats.clone()
     }
 
+    /// Counts a request whose answer is lost after it was handled: its own `drop_after`, or
+    /// its connection closed by another request's drop (`with_connection`). `write`: the
+    /// operation, for a request that would change the hub; `applied`: it did (a write
+    /// answered with success).
+    pub(crate) fn lost(&self, write: Option<&str>, applied: bool, with_connection: bool) {
+        let mut inner = self.lock();
+        if with_connection {
+            inner.stats.dropped_with_connection += 1;
+        }
+        if let Some(operation) = write {
+            inner.stats.count_ambiguous_write(operation, applied);
+        }
+    }
+
+    /// Counts a write request of `operation` that reached the emulator.
+    pub(crate) fn count_request(&self, operation: &str) {
+        let mut inner = self.lock();
+        let per = inner
+            .stats
+            .writes_by_operation
+            .entry(operation.to_owned())
+            .or_default();
+        per.requests += 1;
+    }
+
+    /// Counts what `decision` does to a write request of `operation` whose client cannot tell
+    /// the outcome: dropped before being applied, or answered 500. A drop after applying is
+    /// counted once the request is handled ([`lost`](Self::lost)).
+    pub(crate) fn count_write(&self, decision: &Decision, operation: &str) {
+        if decision.drop_before || decision.server_error == Some(500) {
+            self.lock().stats.count_ambiguous_write(operation, false);
+        }
+    }
+
     /// Decides the faults for one request of `class` costing `cost` operations.
     pub(crate) fn decide(&self, class: OpClass, cost: u32) -> Decision {
         let mut inner = self.lock();
@@ -203,15 +279,61 @@ impl Faults {
             }
         }
         if hit(&mut inner.rng, c.server_error_rate) {
-            d.server_error = Some(if inner.rng.bool() { 500 } else { 503 });
+            let status = if inner.rng.bool() { 500 } else { 503 };
+            d.server_error = Some(status);
             inner.stats.server_errors += 1;
+            // A 500 does not say whether the operation ran; a 503 says it did not.
+            inner.stats.internal_errors += u64::from(status == 500);
             return d;
         }
         if hit(&mut inner.rng, c.drop_after_rate) {
+            // Counted as ambiguous once the request is handled (see `lost`): it may fail.
             d.drop_after = true;
             inner.stats.dropped_after += 1;
         }
         d
+    }
+}
+
+impl FaultStats {
+    fn count_ambiguous_write(&mut self, operation: &str, applied: bool) {
+        let per = self
+            .writes_by_operation
+            .entry(operation.to_owned())
+            .or_default();
+        if applied {
+            self.ambiguous_writes_applied += 1;
+            per.ambiguous_applied += 1;
+        } else {
+            self.ambiguous_writes_not_applied += 1;
+            per.ambiguous_not_applied += 1;
+        }
+    }
+}
+
+/// What becomes of one connection: a request's injected drop closes it, and every other
+/// request in flight on it loses its answer.
+#[derive(Default)]
+pub(crate) struct ConnectionFate {
+    dropped: AtomicBool,
+    close: Notify,
+}
+
+impl ConnectionFate {
+    /// Closes the connection without an answer to any request on it.
+    pub(crate) fn drop_connection(&self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        self.close.notify_one();
+    }
+
+    /// Whether a request's drop closed the connection.
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Completes when a request drops the connection.
+    pub(crate) async fn dropped(&self) {
+        self.close.notified().await;
     }
 }
 
@@ -244,6 +366,67 @@ mod tests {
             .count();
         assert!((1_700..2_300).contains(&throttled), "{throttled}");
         assert_eq!(f.stats().throttled, throttled as u64);
+    }
+
+    #[test]
+    fn ambiguous_writes_are_counted_per_request() {
+        let f = Faults::new(FaultConfig {
+            drop_before_rate: 0.1,
+            server_error_rate: 0.2,
+            seed: Some(3),
+            ..Default::default()
+        });
+        let (mut dropped, mut internal) = (0, 0);
+        for i in 0..1_000 {
+            let d = f.decide(OpClass::Registry, 1);
+            if i % 2 == 0 {
+                f.count_write(&d, "PUT /devices/{id}");
+                dropped += u64::from(d.drop_before);
+                internal += u64::from(d.server_error == Some(500));
+            }
+        }
+        let stats = f.stats();
+        assert!(stats.internal_errors > 0 && stats.internal_errors < stats.server_errors);
+        // Only the writes' drops and 500s, not their 503s, not the reads'.
+        assert_eq!(stats.ambiguous_writes_not_applied, dropped + internal);
+        // Answers lost after handling: applied writes, failed writes, reads.
+        f.lost(Some("PATCH /twins/{id}"), true, false);
+        f.lost(Some("PUT /devices/{id}"), false, true);
+        f.lost(None, true, true);
+        let after = f.stats();
+        assert_eq!(after.ambiguous_writes_applied, 1);
+        assert_eq!(
+            after.ambiguous_writes_not_applied,
+            stats.ambiguous_writes_not_applied + 1
+        );
+        assert_eq!(after.dropped_with_connection, 2);
+        f.count_request("PATCH /twins/{id}");
+        let per = &f.stats().writes_by_operation;
+        assert_eq!(
+            per["PUT /devices/{id}"].ambiguous_not_applied,
+            stats.ambiguous_writes_not_applied + 1
+        );
+        assert_eq!(
+            per["PATCH /twins/{id}"],
+            WriteFaults {
+                requests: 1,
+                ambiguous_not_applied: 0,
+                ambiguous_applied: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_is_seen_by_every_request_on_it() {
+        let fate = std::sync::Arc::new(ConnectionFate::default());
+        assert!(!fate.is_dropped());
+        let waiter = tokio::spawn({
+            let fate = fate.clone();
+            async move { fate.dropped().await }
+        });
+        fate.drop_connection();
+        waiter.await.unwrap();
+        assert!(fate.is_dropped());
     }
 
     #[test]

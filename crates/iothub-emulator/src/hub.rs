@@ -4,8 +4,11 @@
 //!
 //! [`Emulator`]: crate::Emulator
 
+use iothub_rest_gen::SecretString;
 use serde_json::{Value, json};
 
+use crate::rest::connections::HttpLimits;
+use crate::rest::control::ControlAccess;
 use crate::rest::errors::ServiceError;
 use crate::rest::log;
 use crate::state::twin::TwinChange;
@@ -23,6 +26,18 @@ pub(crate) struct Shared {
     pub(crate) hub_name: String,
     pub(crate) host_name: String,
     pub(crate) amqp: amqp::Endpoint,
+    /// How slow or idle an HTTP(S) connection may be, and how many may be open.
+    pub(crate) http_limits: HttpLimits,
+    /// Request bodies being read now (at most
+    /// [`MAX_BODIES_READ_AT_ONCE`](crate::rest::server::MAX_BODIES_READ_AT_ONCE)).
+    pub(crate) body_readers: tokio::sync::Semaphore,
+    /// Who may use the control API.
+    pub(crate) control: ControlAccess,
+    /// The control API's token, configured or generated (a bind beyond loopback).
+    pub(crate) control_token: Option<SecretString>,
+    /// Test hook: query scans wait here while it is closed.
+    #[cfg(test)]
+    pub(crate) scan_gate: crate::state::blocking::Gate,
 }
 
 impl Shared {

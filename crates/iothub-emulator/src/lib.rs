@@ -59,7 +59,7 @@ pub use entra::{
     IotHubRole, UnknownRole,
 };
 pub use error::Error;
-pub use faults::{FaultConfig, FaultStats, Tier};
+pub use faults::{FaultConfig, FaultStats, Tier, WriteFaults};
 pub use rest::log::RequestLogEntry;
 pub use state::c2d::{
     ACCEPTED_RECORD, C2dMessage, DEFAULT_TTL, LOCK_TIMEOUT, MAX_DELIVERY_COUNT, MAX_MESSAGE_BYTES,

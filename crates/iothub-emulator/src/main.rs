@@ -55,6 +55,48 @@ struct Args {
     /// Latency added to every request, in milliseconds.
     #[arg(long)]
     latency_ms: Option<u64>,
+    /// Close an HTTP connection whose request head takes longer than this, in seconds; 0
+    /// never does [default: 30].
+    #[arg(long)]
+    http_header_read_timeout_secs: Option<u64>,
+    /// Answer 408 when a request body takes longer than this, in seconds; 0 never does
+    /// [default: 60].
+    #[arg(long)]
+    http_body_read_timeout_secs: Option<u64>,
+    /// Close an HTTP connection with no request in progress this long, in seconds; 0 never
+    /// does [default: 240].
+    #[arg(long)]
+    http_idle_timeout_secs: Option<u64>,
+    /// Most HTTP connections open at once [default: 10000].
+    #[arg(long)]
+    http_max_connections: Option<usize>,
+    /// Most AMQP connections open at once [default: 10000].
+    #[arg(long)]
+    amqp_max_connections: Option<usize>,
+    /// Service requests the request log keeps [default: 1000].
+    #[arg(long)]
+    request_log_capacity: Option<usize>,
+    /// Most bytes one request-log entry keeps [default: 65536].
+    #[arg(long)]
+    request_log_max_entry_bytes: Option<usize>,
+    /// Most bytes the request log keeps in total [default: 33554432].
+    #[arg(long)]
+    request_log_max_bytes: Option<usize>,
+}
+
+/// Where the control-API token may be given (not as a flag: a command line is visible to
+/// every user of the machine).
+const CONTROL_TOKEN_VAR: &str = "IOTHUB_EMULATOR_CONTROL_TOKEN";
+
+/// Prints a line on standard output; nobody reading it (a closed pipe) is no reason to stop
+/// serving, so a failed write is ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
 }
 
 /// The port AMQP clients dial.
@@ -118,6 +160,36 @@ fn config(args: Args) -> Result<Config, String> {
     if let Some(v) = args.latency_ms {
         config.faults.latency_ms = v;
     }
+    if let Some(v) = args.http_header_read_timeout_secs {
+        config.http_header_read_timeout_secs = v;
+    }
+    if let Some(v) = args.http_body_read_timeout_secs {
+        config.http_body_read_timeout_secs = v;
+    }
+    if let Some(v) = args.http_idle_timeout_secs {
+        config.http_idle_timeout_secs = v;
+    }
+    if let Some(v) = args.http_max_connections {
+        config.http_max_connections = v;
+    }
+    if let Some(v) = args.amqp_max_connections {
+        config.amqp_max_connections = v;
+    }
+    if let Some(v) = args.request_log_capacity {
+        config.request_log_capacity = v;
+    }
+    if let Some(v) = args.request_log_max_entry_bytes {
+        config.request_log_max_entry_bytes = v;
+    }
+    if let Some(v) = args.request_log_max_bytes {
+        config.request_log_max_bytes = v;
+    }
+    if let Some(token) = std::env::var(CONTROL_TOKEN_VAR)
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        config.control_token = Some(token.into());
+    }
     Ok(config)
 }
 
@@ -137,6 +209,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_file_limit(&config);
     let durable = config.data_dir.clone();
     let entra_clients = config.entra.clients.len();
     let hub = match Emulator::builder().config(config).start().await {
@@ -146,35 +219,35 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("IoT Hub emulator listening on {}", hub.base_url());
+    say!("IoT Hub emulator listening on {}", hub.base_url());
     if let Some(addr) = hub.amqp_addr() {
         let (amqp, ws) = if hub.base_url().starts_with("https") {
             ("amqps", "wss")
         } else {
             ("amqp", "ws")
         };
-        println!(
+        say!(
             "AMQP endpoint: {amqp}://{addr} (WebSockets: {ws}://{}/$iothub/websocket)",
             hub.host()
         );
     }
-    println!("IOTHUB_CONNECTION_STRING={}", hub.connection_string());
+    say!("IOTHUB_CONNECTION_STRING={}", hub.connection_string());
     match hub.ca_certificate_path() {
-        Some(path) => println!("CA certificate: {}", path.display()),
+        Some(path) => say!("CA certificate: {}", path.display()),
         None if hub.ca_certificate_pem().is_some() => {
-            println!(
+            say!(
                 "CA certificate (not written to disk):\n{}",
                 hub.ca_certificate_pem().unwrap_or_default()
             );
         }
-        None => println!("Serving plain HTTP"),
+        None => say!("Serving plain HTTP"),
     }
     match durable {
-        Some(dir) => println!("Registry stored durably in {}", dir.display()),
-        None => println!("Registry kept in memory (use --data-dir to keep it)"),
+        Some(dir) => say!("Registry stored durably in {}", dir.display()),
+        None => say!("Registry kept in memory (use --data-dir to keep it)"),
     }
     if entra_clients > 0 {
-        println!(
+        say!(
             "Entra ID: authority host {}, tenant {}, {entra_clients} app registration(s) \
              (token endpoint {}/{}/oauth2/v2.0/token)",
             hub.entra_authority_host(),
@@ -183,11 +256,60 @@ async fn main() -> ExitCode {
             hub.entra_tenant_id()
         );
     }
-    println!("Control API: {}/_emulator/health", hub.base_url());
+    say!("Control API: {}/_emulator/health", hub.base_url());
+    if let Some(token) = hub.control_token() {
+        say!("Control API token (header x-emulator-control-token): {token}");
+    }
     wait_for_signal().await;
     hub.shutdown().await;
     ExitCode::SUCCESS
 }
+
+/// Raises the open-file soft limit to the hard limit (shells often start processes at 1,024,
+/// far below the 10,000 connections a listener may hold), and warns when even the hard limit
+/// is below what the connection caps need: each HTTP connection takes two descriptors (one to
+/// close it cleanly after an injected drop), each AMQP connection one.
+#[cfg(unix)]
+fn raise_open_file_limit(config: &Config) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) if current < maximum => {
+            match setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(maximum),
+                    maximum: Some(maximum),
+                },
+            ) {
+                Ok(()) => Some(maximum),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit");
+                    Some(current)
+                }
+            }
+        }
+        (current, _) => current,
+    };
+    let needed = config
+        .http_max_connections
+        .saturating_mul(2)
+        .saturating_add(config.amqp_max_connections)
+        .saturating_add(64);
+    if let Some(soft) = soft
+        && soft < u64::try_from(needed).unwrap_or(u64::MAX)
+    {
+        tracing::warn!(
+            open_file_limit = soft,
+            needed,
+            "the open-file limit is below what the connection caps may need; lower \
+             http_max_connections and amqp_max_connections, or raise the hard limit (ulimit -Hn)"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit(_config: &Config) {}
 
 async fn wait_for_signal() {
     #[cfg(unix)]

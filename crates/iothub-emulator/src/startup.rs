@@ -1,29 +1,50 @@
-//! Start-up: loads the shared access policies, opens the store, prepares the TLS material and
-//! the Entra tenant, binds the HTTPS and AMQP listeners and spawns their servers and the
-//! cloud-to-device sweep.
+//! Start-up: checks the configuration, prepares the data directory (owner-only), loads the
+//! shared access policies, opens the store, prepares the TLS material and the Entra tenant,
+//! binds the HTTPS and AMQP listeners and spawns their servers and the cloud-to-device sweep.
+//!
+//! What cannot be used is refused here, with a message naming the file and the problem: a
+//! damaged store, a `policies.json` without a usable policy, a setting out of range.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iothub_rest_gen::SecretString;
 use tokio::sync::watch;
 
 use crate::hub::Shared;
+use crate::rest::connections::HttpLimits;
+use crate::rest::control::ControlAccess;
 use crate::rest::{log, server};
 use crate::state::{c2d, methods, persist, store};
 use crate::{Config, Emulator, Error, SharedAccessPolicy, amqp, auth, entra, faults, tls};
 
 impl Emulator {
     pub(crate) async fn start(config: Config) -> Result<Self, Error> {
+        config.check().map_err(Error::Config)?;
         let names = config.names();
+        if let Some(dir) = &config.data_dir {
+            prepare_data_dir(dir)?;
+        }
         let policies = load_policies(&config)?;
         let persist = config
             .data_dir
             .as_deref()
             .map(persist::Persist::open)
-            .transpose()?;
-        let store = store::Store::open(persist)?;
+            .transpose()?
+            .map(Arc::new);
+        let store = store::Store::open(persist.clone())?;
+        let c2d = c2d::C2d::new(
+            c2d::C2dSettings {
+                max_total_bytes: config.c2d_max_total_bytes,
+                max_pending_notifications: config.c2d_max_pending_notifications,
+                feedback_ttl: Duration::from_secs(config.feedback_ttl_secs),
+                feedback_max_delivery_count: config.feedback_max_delivery_count,
+                feedback_lock_duration: Duration::from_secs(config.feedback_lock_duration_secs),
+            },
+            persist,
+        )?;
 
         let (tls_acceptor, amqp_tls_acceptor, ca_pem, ca_path) = if config.tls.enabled {
             let cert_dir = config.data_dir.clone().or_else(|| config.cert_dir.clone());
@@ -87,8 +108,15 @@ impl Emulator {
             addr: amqp_bind,
             source,
         })?;
-        let (amqp_endpoint, websockets) =
-            amqp::Endpoint::new(Duration::from_secs(config.amqp_idle_timeout_secs));
+        let (amqp_endpoint, websockets) = amqp::Endpoint::new(
+            amqp::Limits {
+                idle_timeout: Duration::from_secs(config.amqp_idle_timeout_secs),
+                auth_timeout: Duration::from_secs(config.amqp_auth_timeout_secs),
+                max_sessions: config.amqp_max_sessions_per_connection,
+                max_links: config.amqp_max_links_per_connection,
+            },
+            config.amqp_max_connections,
+        );
         let host_name = config.effective_host_name();
         let default_port = if config.tls.enabled { 443 } else { 80 };
         let host = if addr.port() == default_port {
@@ -106,17 +134,47 @@ impl Emulator {
         };
         let directory =
             entra::Directory::new(&config.entra, &format!("{scheme}://{host}"), entra_key)?;
+        if let Some(dir) = &config.data_dir {
+            // Certificates and the names file are written by the TLS module; everything in
+            // the data directory is the owner's alone.
+            owner_only_files(dir)?;
+        }
+        let control_token = control_token(&config, addr);
+        let mut control_names = names.clone();
+        control_names.push(config.bind.ip().to_string());
+        let control = ControlAccess::new(
+            control_names,
+            control_token.as_ref().map(SecretString::expose_secret),
+        );
         let shared = Arc::new(Shared {
             store,
             auth: auth::Authenticator::new(policies, audiences, config.bearer_token.clone())
                 .with_entra(directory),
-            log: log::RequestLog::new(config.request_log_capacity),
+            log: log::RequestLog::new(log::LogLimits {
+                capacity: config.request_log_capacity,
+                max_entry_bytes: config.request_log_max_entry_bytes,
+                max_total_bytes: config.request_log_max_bytes,
+            }),
             faults: faults::Faults::new(config.faults.clone()),
-            methods: methods::Methods::default(),
-            c2d: c2d::C2d::default(),
+            methods: methods::Methods::with_limits(methods::Limits {
+                max_handlers: config.max_method_handlers,
+                max_bytes: config.max_method_handler_bytes,
+            }),
+            c2d,
             hub_name: config.hub_name.clone(),
             host_name: host.clone(),
             amqp: amqp_endpoint,
+            http_limits: HttpLimits {
+                header_read_timeout: Duration::from_secs(config.http_header_read_timeout_secs),
+                body_read_timeout: Duration::from_secs(config.http_body_read_timeout_secs),
+                idle_timeout: Duration::from_secs(config.http_idle_timeout_secs),
+                max_connections: config.http_max_connections,
+            },
+            body_readers: tokio::sync::Semaphore::new(server::MAX_BODIES_READ_AT_ONCE),
+            control,
+            control_token,
+            #[cfg(test)]
+            scan_gate: crate::state::blocking::Gate::default(),
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(server::serve(
@@ -149,6 +207,25 @@ impl Emulator {
     }
 }
 
+/// The control API's token: the configured one; on a bind beyond loopback without one, a
+/// fresh random one, with a loud warning (the control API can mark devices connected, read
+/// the request log and change fault injection).
+fn control_token(config: &Config, addr: SocketAddr) -> Option<SecretString> {
+    if config.control_token.is_some() {
+        return config.control_token.clone();
+    }
+    if config.binds_loopback() {
+        return None;
+    }
+    tracing::warn!(
+        %addr,
+        "the emulator listens beyond loopback: anyone who can reach {addr} can try it. The \
+         control API (/_emulator/) now requires the token printed at start (or set \
+         control_token) in the x-emulator-control-token header"
+    );
+    Some(auth::random_key().into())
+}
+
 /// Expires cloud-to-device messages and locks on time, so that feedback for expiry is
 /// produced even when nobody looks at the queue.
 async fn sweep(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -161,10 +238,60 @@ async fn sweep(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Creates the data directory readable by its owner only; an existing one that others can
+/// read is used as it is, with a warning (it may be shared on purpose).
+fn prepare_data_dir(dir: &Path) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory holds keys but others may read it; consider chmod 700"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Makes every file directly in the data directory readable by its owner only.
+fn owner_only_files(dir: &Path) -> Result<(), Error> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io(&path))?.is_file() {
+            let file = std::fs::File::open(&path).map_err(io(&path))?;
+            persist::owner_only(&file).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// The configured policies, else the defaults: with a data directory, generated keys are
-/// kept in `policies.json` so connection strings survive restarts.
+/// kept in `policies.json` so connection strings survive restarts. Either way, policies that
+/// could never authorize anything (none at all, a key that is not base64) are refused.
 fn load_policies(config: &Config) -> Result<Vec<SharedAccessPolicy>, Error> {
     if !config.policies.is_empty() {
+        check_policies(&config.policies)
+            .map_err(|e| Error::Config(format!("shared access policies: {e}")))?;
         return Ok(config.policies.clone());
     }
     let Some(dir) = &config.data_dir else {
@@ -175,14 +302,28 @@ fn load_policies(config: &Config) -> Result<Vec<SharedAccessPolicy>, Error> {
         path: path.clone(),
         source,
     };
+    let refuse = |problem: String| {
+        Error::Config(format!(
+            "{}: {problem}; fix it, or delete the file to have the four default policies \
+             generated with new keys",
+            path.display()
+        ))
+    };
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+        Ok(bytes) => {
+            // The error's position only: its text could quote a key.
+            let policies: Vec<SharedAccessPolicy> =
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    refuse(format!(
+                        "not a JSON list of shared access policies (invalid at line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+            check_policies(&policies).map_err(refuse)?;
+            Ok(policies)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.clone(),
-                source,
-            })?;
             let policies = SharedAccessPolicy::defaults();
             let json =
                 serde_json::to_vec_pretty(&policies).map_err(|e| Error::Config(e.to_string()))?;
@@ -191,6 +332,30 @@ fn load_policies(config: &Config) -> Result<Vec<SharedAccessPolicy>, Error> {
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Why these policies cannot be used, if they cannot: there is none, or one has no name, or
+/// a key that is not base64 (the text names the policy and the key, never its value).
+fn check_policies(policies: &[SharedAccessPolicy]) -> Result<(), String> {
+    use base64::Engine as _;
+    if policies.is_empty() {
+        return Err("it holds no shared access policy, so no request could be authorized".into());
+    }
+    for p in policies {
+        if p.name.trim().is_empty() {
+            return Err("a policy has an empty name".into());
+        }
+        for (which, key) in [("primary", &p.primary_key), ("secondary", &p.secondary_key)] {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim());
+            if !decoded.is_ok_and(|k| !k.is_empty()) {
+                return Err(format!(
+                    "the {which} key of policy '{}' is not base64 (or is empty)",
+                    p.name
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a file only its owner can read (it holds keys).

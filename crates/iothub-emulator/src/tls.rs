@@ -3,11 +3,16 @@
 //!
 //! Generated material lives in one directory:
 //! - `ca.pem`: the CA certificate clients trust (`REQUESTS_CA_BUNDLE=ca.pem` for Python);
-//! - `server.pem`: the leaf followed by the CA, so it can also be passed to [`TlsMaterial::load`];
+//! - `server.pem`: the leaf followed by the CA, so it can also be passed to [`TlsMaterial::load`]
+//!   (which serves a chain as given);
 //! - `server.key`: the leaf's PKCS#8 key (mode 0600 on unix);
 //! - `names.txt`: the leaf's subject alternative names and expiry. Reading SANs back from the
 //!   certificate would need an X.509 parser, so this record decides reuse instead; it is written
 //!   last, so an interrupted write is regenerated rather than reused.
+//!
+//! A generated leaf is served alone, as the service and most TLS servers serve theirs: clients
+//! trust the CA, and some (Node's `UNABLE_TO_VERIFY_LEAF_SIGNATURE` checks) expect the root not
+//! to be sent. The user's own chain is served as given.
 //!
 //! The CA's private key is never written: once the leaf is signed it is dropped, so trusting
 //! `ca.pem` can never vouch for any other certificate.
@@ -54,10 +59,12 @@ const RENEW_MARGIN: u64 = DAY;
 pub(crate) struct TlsMaterial {
     /// The certificate clients should trust.
     pub(crate) ca_pem: String,
-    /// The chain to serve, leaf first.
+    /// The chain, leaf first.
     pub(crate) cert_pem: String,
     /// The leaf's private key.
     pub(crate) key_pem: String,
+    /// Serve the leaf without the rest of the chain (generated material).
+    pub(crate) leaf_only: bool,
 }
 
 impl fmt::Debug for TlsMaterial {
@@ -66,6 +73,7 @@ impl fmt::Debug for TlsMaterial {
             .field("ca_pem", &self.ca_pem)
             .field("cert_pem", &self.cert_pem)
             .field("key_pem", &"<redacted>")
+            .field("leaf_only", &self.leaf_only)
             .finish()
     }
 }
@@ -131,7 +139,8 @@ impl TlsMaterial {
     pub(crate) fn load_or_generate(dir: &Path, names: &[String]) -> Result<(Self, bool), TlsError> {
         let wanted = san_list(names)?;
         let now = unix_now();
-        if let Some(material) = Self::reusable(dir, &wanted, now) {
+        if let Some(mut material) = Self::reusable(dir, &wanted, now) {
+            material.leaf_only = true;
             return Ok((material, false));
         }
         let (material, record) = Self::generate_at(names, now)?;
@@ -140,12 +149,16 @@ impl TlsMaterial {
     }
 
     /// A rustls server configuration (aws-lc-rs, default protocol versions, no client
-    /// authentication) serving this chain, offering `alpn` in order of preference.
+    /// authentication) serving this chain (or the leaf alone, for generated material),
+    /// offering `alpn` in order of preference.
     pub(crate) fn server_config(
         &self,
         alpn: &[&[u8]],
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let certs = parse_certs(self.cert_pem.as_bytes(), "the certificate chain")?;
+        let mut certs = parse_certs(self.cert_pem.as_bytes(), "the certificate chain")?;
+        if self.leaf_only {
+            certs.truncate(1);
+        }
         let key = parse_key(self.key_pem.as_bytes(), "the private key")?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -205,6 +218,7 @@ impl TlsMaterial {
             cert_pem: format!("{}{ca_pem}", to_pem("CERTIFICATE", leaf_cert.der())),
             ca_pem,
             key_pem: to_pem("PRIVATE KEY", &leaf_key.serialize_der()),
+            leaf_only: true,
         };
         Ok((material, Record { not_after, sans }))
     }
@@ -223,6 +237,7 @@ impl TlsMaterial {
             ca_pem: to_pem("CERTIFICATE", last),
             cert_pem: certs.iter().map(|c| to_pem("CERTIFICATE", c)).collect(),
             key_pem: to_pem(label, key.secret_der()),
+            leaf_only: false,
         })
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use super::feedback::Stream;
-use crate::auth::{AuthError, Permission, Principal};
+use crate::auth::{AuthError, Permission, Principal, scope_covers};
 use crate::entra::Action;
 use crate::hub::Shared;
 
@@ -60,6 +60,15 @@ pub(crate) enum Right {
 
 impl Right {
     const ALL: [Right; 3] = [Right::SendC2d, Right::Feedback, Right::FileNotifications];
+
+    /// The hub resource the right acts on, as a SAS token's `sr` must cover it.
+    fn resource(self) -> &'static [&'static str] {
+        match self {
+            Self::SendC2d => &["messages", "devicebound"],
+            Self::Feedback => &["messages", "servicebound", "feedback"],
+            Self::FileNotifications => &["messages", "servicebound", "filenotifications"],
+        }
+    }
 
     fn action(self) -> Action {
         match self {
@@ -154,7 +163,8 @@ impl Access {
 }
 
 /// Checks a token (`SharedAccessSignature …` or `Bearer …`): a SAS token needs
-/// ServiceConnect and grants everything until its `se`; the fixed bearer token grants
+/// ServiceConnect and grants, until its `se`, what its `sr` covers (everything for a token of
+/// the hub; nothing for one scoped to a device); the fixed bearer token grants
 /// everything for ever; an Entra token grants, until its `exp`, the rights its principal's
 /// roles allow, and at least one of them is needed.
 pub(crate) fn check(shared: &Shared, token: &str) -> Result<Grants, AuthError> {
@@ -162,11 +172,22 @@ pub(crate) fn check(shared: &Shared, token: &str) -> Result<Grants, AuthError> {
         .auth
         .authorize(Some(token), Permission::ServiceConnect, now_unix())?;
     Ok(match principal {
-        Principal::Policy(_) => Grants::all(
-            sas_field(token, "se")
+        Principal::Policy(_) => {
+            let until = sas_field(token, "se")
                 .and_then(|se| se.parse().ok())
-                .map_or(Grant::Always, Grant::Until),
-        ),
+                .map_or(Grant::Always, Grant::Until);
+            let sr = sas_field(token, "sr").unwrap_or_default();
+            let mut grants = Grants::default();
+            for right in Right::ALL {
+                if scope_covers(sr, right.resource()) {
+                    grants.0[right as usize] = until;
+                }
+            }
+            if grants == Grants::default() {
+                return Err(AuthError::OutOfScope);
+            }
+            grants
+        }
         Principal::Bearer => Grants::all(Grant::Always),
         Principal::Entra(principal) => {
             let mut grants = Grants::default();

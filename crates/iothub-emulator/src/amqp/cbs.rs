@@ -15,7 +15,7 @@ use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 use fe2o3_amqp::{Receiver, Sendable, Sender};
 use tokio::sync::{Notify, mpsc};
 
-use super::access::check;
+use super::access::{check, sas_field};
 use super::address::normalize;
 use super::connection::ConnCtx;
 use super::convert::text;
@@ -172,8 +172,22 @@ fn answer(ctx: &ConnCtx, request: &Message<Body<Value>>) -> (i32, String) {
             ctx.access.extend(grant);
             (200, "OK".to_owned())
         }
+        Err(e) if is_device_token(&token) => (
+            401,
+            format!(
+                "{e}: it is a device (or module) token, and device-facing AMQP (telemetry, \
+                 cloud-to-device receive, methods, twin) is not emulated by iothub-emulator; \
+                 the service side takes a shared access policy's token"
+            ),
+        ),
         Err(e) => (401, e.to_string()),
     }
+}
+
+/// A SAS token without `skn`: signed with a device's (or module's) own key, as device SDKs
+/// put it on `$cbs`.
+fn is_device_token(token: &str) -> bool {
+    token.trim().starts_with("SharedAccessSignature ") && sas_field(token, "skn").is_none()
 }
 
 fn reply(request: &Message<Body<Value>>, status: i32, description: String) -> Reply {

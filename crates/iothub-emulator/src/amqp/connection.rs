@@ -1,6 +1,8 @@
 //! One AMQP connection over any byte stream (TCP, TLS or WebSocket): the protocol header
 //! decides between SASL and bare AMQP, then sessions are served until the client leaves,
-//! its token expires, it stays silent past the idle limit, or the emulator stops.
+//! its token expires, it has no token by the authentication deadline, it opens more
+//! sessions or links than allowed, it stays silent past the idle limit, or the emulator
+//! stops.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::access::Access;
+use super::access::{Access, Grants};
 use super::sasl::HubSasl;
 use super::wire::{Wire, WireControl};
+use super::{Gauge, Slot};
 use crate::hub::Shared;
 
 /// How long a client may take to send its protocol header.
@@ -31,6 +34,26 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) access: Arc<Access>,
     pub(crate) wire: Arc<WireControl>,
+    /// Links attached now on this connection.
+    pub(crate) links: Arc<Gauge>,
+    /// Notified when a session saw one link too many: the connection closes.
+    pub(crate) too_many_links: tokio::sync::Notify,
+}
+
+impl ConnCtx {
+    /// Counts a link of this connection for as long as the slot lives; None (and the
+    /// connection told to close) when it already has as many as allowed.
+    pub(crate) fn link_slot(&self) -> Option<Slot> {
+        if self.links.get() >= self.shared.amqp.limits.max_links {
+            self.too_many_links.notify_one();
+            return None;
+        }
+        Some(Slot::take(
+            &self.shared,
+            |e| &e.links,
+            Some(self.links.clone()),
+        ))
+    }
 }
 
 /// Serves one connection to its end.
@@ -58,6 +81,8 @@ pub(crate) async fn serve<S>(
         }
     };
 
+    let _connection = Slot::take(&shared, |e| &e.connections, None);
+    let opened_at = tokio::time::Instant::now();
     let idle_limit = shared.amqp.idle_timeout;
     let control = Arc::new(WireControl::default());
     let wire = Wire::new(stream, header, idle_limit, control.clone());
@@ -96,8 +121,10 @@ pub(crate) async fn serve<S>(
         shared,
         access,
         wire: control.clone(),
+        links: Arc::new(Gauge::default()),
+        too_many_links: tokio::sync::Notify::new(),
     });
-    run(&mut connection, &ctx, &mut shutdown).await;
+    run(&mut connection, &ctx, &mut shutdown, opened_at).await;
     // Let fe2o3 finish a close the client started (its `close` answered) before cutting.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.on_close()).await;
     control.kill();
@@ -107,24 +134,52 @@ async fn run(
     connection: &mut ListenerConnectionHandle,
     ctx: &Arc<ConnCtx>,
     shutdown: &mut watch::Receiver<bool>,
+    opened_at: tokio::time::Instant,
 ) {
+    let limits = ctx.shared.amqp.limits;
     let mut sessions = JoinSet::new();
     let mut grants = ctx.access.subscribe();
     let mut stopping = Box::pin(super::stopped(shutdown));
     loop {
-        let expiry = grants.borrow_and_update().remaining();
+        let current = *grants.borrow_and_update();
+        let expiry = current.remaining();
         let expired = async {
             match expiry {
                 Some(left) => tokio::time::sleep(left).await,
                 None => std::future::pending().await,
             }
         };
+        // Until it presents a valid token, a connection lives only so long.
+        let unauthenticated = async {
+            if current == Grants::default() && !limits.auth_timeout.is_zero() {
+                tokio::time::sleep_until(opened_at + limits.auth_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             incoming = connection.next_incoming_session() => {
                 let Some(incoming) = incoming else { break };
+                if sessions.len() >= limits.max_sessions {
+                    let e = Error::new(
+                        AmqpError::ResourceLimitExceeded,
+                        Some(format!(
+                            "A connection may have at most {} sessions open at once",
+                            limits.max_sessions
+                        )),
+                        None,
+                    );
+                    close(connection, Some(e)).await;
+                    break;
+                }
                 match SessionAcceptor::new().accept_incoming_session(incoming, connection).await {
                     Ok(session) => {
-                        sessions.spawn(super::session::serve(session, ctx.clone()));
+                        let slot = Slot::take(&ctx.shared, |e| &e.sessions, None);
+                        let ctx = ctx.clone();
+                        sessions.spawn(async move {
+                            super::session::serve(session, ctx).await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "AMQP begin failed");
@@ -141,6 +196,31 @@ async fn run(
                 let e = Error::new(
                     AmqpError::UnauthorizedAccess,
                     Some("The token has expired; put a new one on $cbs before it does".to_owned()),
+                    None,
+                );
+                close(connection, Some(e)).await;
+                break;
+            }
+            () = unauthenticated => {
+                let e = Error::new(
+                    AmqpError::UnauthorizedAccess,
+                    Some(format!(
+                        "No valid token was presented within {} seconds of opening the \
+                         connection: put one on $cbs first",
+                        limits.auth_timeout.as_secs()
+                    )),
+                    None,
+                );
+                close(connection, Some(e)).await;
+                break;
+            }
+            () = ctx.too_many_links.notified() => {
+                let e = Error::new(
+                    AmqpError::ResourceLimitExceeded,
+                    Some(format!(
+                        "A connection may have at most {} links attached at once",
+                        limits.max_links
+                    )),
                     None,
                 );
                 close(connection, Some(e)).await;

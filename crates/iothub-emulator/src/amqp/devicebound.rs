@@ -114,6 +114,19 @@ async fn accept(ctx: &ConnCtx, message: &Message<Body<Value>>) -> Result<(), Ver
             format!("The message body is {size} bytes; at most {MAX_MESSAGE_BYTES} are allowed"),
         )
         .into()),
+        Err(Refusal::HubFull(budget)) => Err(error(
+            AmqpError::ResourceLimitExceeded,
+            format!(
+                "The hub's cloud-to-device queues are full: they hold at most {budget} bytes \
+                 of messages in all (c2d_max_total_bytes)"
+            ),
+        )
+        .into()),
+        Err(Refusal::NotStored) => Err(error(
+            AmqpError::InternalError,
+            "The message could not be stored; try again",
+        )
+        .into()),
     }
 }
 

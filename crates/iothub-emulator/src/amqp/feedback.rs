@@ -3,8 +3,9 @@
 //! (`/messages/servicebound/filenotifications`, one JSON object each).
 //!
 //! Like the service, the next message goes out only once the previous one is settled. What
-//! the client does not accept (released, modified, rejected, or the link or connection lost
-//! first) goes back to the front of the hub's queue, so nothing is lost.
+//! the client does not accept (released, modified, rejected, not settled within the feedback
+//! lock duration, or the link or connection lost first) goes back to the front of the hub's
+//! queue, to be offered again up to the feedback's maximum delivery count.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::sync::Notify;
 
 use super::connection::ConnCtx;
 use crate::hub::Shared;
+use crate::state::c2d::FeedbackRecord;
 
 const FEEDBACK_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.feedback.json";
 const FILE_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.filenotification.json";
@@ -40,7 +42,7 @@ struct Taken {
 }
 
 enum Records {
-    Feedback(Vec<Json>),
+    Feedback(Vec<FeedbackRecord>),
     File(Json),
 }
 
@@ -61,14 +63,20 @@ impl Taken {
 
     fn body(&self) -> Vec<u8> {
         match &self.records {
-            Some(Records::Feedback(batch)) => Json::Array(batch.clone()).to_string().into_bytes(),
+            Some(Records::Feedback(batch)) => {
+                Json::Array(batch.iter().map(|r| r.record.clone()).collect())
+                    .to_string()
+                    .into_bytes()
+            }
             Some(Records::File(notification)) => notification.to_string().into_bytes(),
             None => Vec::new(),
         }
     }
 
     fn done(mut self) {
-        self.records = None;
+        if let Some(Records::Feedback(batch)) = self.records.take() {
+            self.shared.c2d.complete_feedback(&batch);
+        }
     }
 }
 
@@ -136,15 +144,23 @@ pub(crate) async fn serve(mut sender: Sender, ctx: Arc<ConnCtx>, stream: Stream)
             }
         };
         let message = message(&shared, stream, taken.body());
-        match sender.send(message).await {
-            Ok(Outcome::Accepted(_)) => taken.done(),
-            Ok(outcome) => {
+        let lock = shared.c2d.settings().feedback_lock_duration;
+        match tokio::time::timeout(lock, sender.send(message)).await {
+            Ok(Ok(Outcome::Accepted(_))) => taken.done(),
+            Ok(Ok(outcome)) => {
                 tracing::debug!(?outcome, ?stream, "not accepted; offered again later");
                 drop(taken);
                 tokio::time::sleep(REDELIVERY_PAUSE).await;
             }
+            Err(_) => {
+                tracing::debug!(
+                    ?stream,
+                    "not settled within the lock duration; offered again"
+                );
+                drop(taken);
+            }
             // The link or connection went away; `taken` goes back.
-            Err(_) => break,
+            Ok(Err(_)) => break,
         }
     }
     let _ = sender.close().await;

@@ -112,6 +112,8 @@ pub(crate) async fn serve(mut session: ListenerSessionHandle, ctx: Arc<ConnCtx>)
         tokio::select! {
             attach = session.next_incoming_attach() => {
                 let Some(mut attach) = attach else { break };
+                // One link too many: the connection closes (with what it held).
+                let Some(slot) = ctx.link_slot() else { break };
                 let node = node(&attach);
                 fill_termini(&mut attach);
                 let acceptor = match attach.role {
@@ -126,27 +128,33 @@ pub(crate) async fn serve(mut session: ListenerSessionHandle, ctx: Arc<ConnCtx>)
                     }
                 };
                 tracing::debug!(?node, "AMQP link attached");
-                match (node, link) {
-                    (Node::Devicebound, LinkEndpoint::Receiver(r)) => {
-                        links.spawn(devicebound::serve(r, ctx.clone()));
+                let ctx = ctx.clone();
+                let replies = replies.clone();
+                // The slot goes when the link's task ends, however it ends.
+                links.spawn(async move {
+                    match (node, link) {
+                        (Node::Devicebound, LinkEndpoint::Receiver(r)) => {
+                            devicebound::serve(r, ctx).await;
+                        }
+                        (Node::CbsRequests, LinkEndpoint::Receiver(r)) => {
+                            cbs::serve_requests(r, ctx, replies).await;
+                        }
+                        (Node::CbsReplies(own), LinkEndpoint::Sender(s)) => {
+                            cbs::serve_replies(s, own, replies).await;
+                        }
+                        (Node::Outgoing(stream), LinkEndpoint::Sender(s)) => {
+                            feedback::serve(s, ctx, stream).await;
+                        }
+                        (node, link) => {
+                            let address = match node {
+                                Node::Unknown(a) => a,
+                                _ => String::new(),
+                            };
+                            refuse(link, address).await;
+                        }
                     }
-                    (Node::CbsRequests, LinkEndpoint::Receiver(r)) => {
-                        links.spawn(cbs::serve_requests(r, ctx.clone(), replies.clone()));
-                    }
-                    (Node::CbsReplies(own), LinkEndpoint::Sender(s)) => {
-                        links.spawn(cbs::serve_replies(s, own, replies.clone()));
-                    }
-                    (Node::Outgoing(stream), LinkEndpoint::Sender(s)) => {
-                        links.spawn(feedback::serve(s, ctx.clone(), stream));
-                    }
-                    (node, link) => {
-                        let address = match node {
-                            Node::Unknown(a) => a,
-                            _ => String::new(),
-                        };
-                        links.spawn(refuse(link, address));
-                    }
-                }
+                    drop(slot);
+                });
             }
             Some(_) = links.join_next(), if !links.is_empty() => {}
         }
@@ -157,10 +165,16 @@ pub(crate) async fn serve(mut session: ListenerSessionHandle, ctx: Arc<ConnCtx>)
 }
 
 async fn refuse(link: LinkEndpoint, address: String) {
-    let e = error(
-        AmqpError::NotFound,
-        format!("The messaging entity '{address}' could not be found"),
-    );
+    let description = if address.starts_with("/devices/") {
+        // A device's own link: events, cloud-to-device receive, methods, twin.
+        format!(
+            "The messaging entity '{address}' could not be found: device-facing AMQP is not \
+             emulated by iothub-emulator"
+        )
+    } else {
+        format!("The messaging entity '{address}' could not be found")
+    };
+    let e = error(AmqpError::NotFound, description);
     let _ = match link {
         LinkEndpoint::Sender(s) => s.close_with_error(e).await,
         LinkEndpoint::Receiver(r) => r.close_with_error(e).await,

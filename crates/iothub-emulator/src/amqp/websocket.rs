@@ -56,6 +56,16 @@ pub(crate) fn upgrade(shared: &Shared, mut req: Request<Incoming>) -> Response<F
         return refuse("Sec-WebSocket-Key is missing");
     };
     let offered = header(SEC_WEBSOCKET_PROTOCOL).unwrap_or_default();
+    if offered
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case("mqtt"))
+        && !offered.split(',').any(|p| p.trim() == SUBPROTOCOL)
+    {
+        return refuse(
+            "MQTT over WebSockets (device-facing MQTT) is not emulated by iothub-emulator; \
+             this endpoint takes AMQP (subprotocol AMQPWSB10)",
+        );
+    }
     if !offered.split(',').any(|p| p.trim() == SUBPROTOCOL) {
         return refuse("The WebSocket subprotocol must be AMQPWSB10");
     }

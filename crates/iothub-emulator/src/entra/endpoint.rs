@@ -343,6 +343,7 @@ fn log_entry(parts: &hyper::http::request::Parts) -> RequestLogEntry {
         headers,
         body: String::new(),
         status: None,
+        truncated: false,
     }
 }
 

@@ -1,15 +1,22 @@
 //! An answer before it is written: status, JSON body and headers, the service's error
-//! answers, and the helpers handlers build answers with (etag header, JSON of a model).
+//! answers, and the helpers handlers build answers with (etag header, JSON of a model); and
+//! [`ResponseBody`], what every answer's body is (whole, or the request log streamed).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::Full;
 use hyper::Response;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::HeaderValue;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::errors::{ServiceError, tracking_id};
+use super::log::LogStream;
 
 /// An answer before it is written.
 #[derive(Debug)]
@@ -73,6 +80,58 @@ impl Answer {
             .body(Full::new(body))
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
     }
+}
+
+/// The body of every answer the HTTPS listener writes: whole, or the request log written a
+/// chunk at a time.
+pub(crate) enum ResponseBody {
+    Full(Full<Bytes>),
+    Log(LogStream),
+}
+
+impl From<Full<Bytes>> for ResponseBody {
+    fn from(body: Full<Bytes>) -> Self {
+        Self::Full(body)
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(body) => Pin::new(body).poll_frame(cx),
+            Self::Log(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(body) => body.is_end_stream(),
+            Self::Log(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(body) => body.size_hint(),
+            Self::Log(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A 200 answer streaming the request log as a JSON array.
+pub(super) fn log_response(log: LogStream) -> Response<ResponseBody> {
+    Response::builder()
+        .status(200)
+        .header("x-ms-request-id", request_id())
+        .header("content-type", "application/json; charset=utf-8")
+        .body(ResponseBody::Log(log))
+        .unwrap_or_else(|_| Response::new(ResponseBody::Full(Full::new(Bytes::new()))))
 }
 
 fn request_id() -> String {

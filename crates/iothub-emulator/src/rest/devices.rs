@@ -59,13 +59,12 @@ fn device_json(shared: &Shared, device: &wire::Device) -> Value {
     json
 }
 
+/// `GET /devices?top=n`: at most `n` devices. The service documents `top` as 1 to 1000 and
+/// treats any other number (0 and negatives included) as 1000; what is not a number is 400.
 pub(super) fn list_devices(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
     let top = match req.query_param("top") {
         None => MAX_LIST,
-        Some(t) => t
-            .parse::<usize>()
-            .map_err(|_| ServiceError::argument_invalid(format!("Invalid value for top: '{t}'")))?
-            .min(MAX_LIST),
+        Some(t) => parse_top(&t)?,
     };
     let devices = shared.store.read();
     let list: Vec<Value> = devices
@@ -74,6 +73,24 @@ pub(super) fn list_devices(shared: &Shared, req: &Req) -> Result<Answer, Service
         .map(|e| to_json(&e.device))
         .collect();
     Ok(Answer::json(200, Value::Array(list)))
+}
+
+/// `top` as the service reads it: an integer in 1..=1000, anything else numeric is 1000.
+fn parse_top(text: &str) -> Result<usize, ServiceError> {
+    let digits = text.trim();
+    let unsigned = digits
+        .strip_prefix('-')
+        .or_else(|| digits.strip_prefix('+'))
+        .unwrap_or(digits);
+    if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ServiceError::argument_invalid(format!(
+            "Invalid value for top: '{text}'"
+        )));
+    }
+    Ok(match digits.parse::<i64>() {
+        Ok(n) if (1..=MAX_LIST as i64).contains(&n) => usize::try_from(n).unwrap_or(MAX_LIST),
+        _ => MAX_LIST,
+    })
 }
 
 pub(super) fn bulk(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
@@ -208,5 +225,22 @@ fn apply_bulk_entry(
         other => Err(ServiceError::argument_invalid(format!(
             "Unknown importMode '{other}'"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_outside_its_range_is_the_maximum() {
+        assert_eq!(parse_top("3").unwrap(), 3);
+        assert_eq!(parse_top("1000").unwrap(), 1000);
+        for outside in ["0", "-1", "-0", "1001", "+5000", "99999999999999999999999"] {
+            assert_eq!(parse_top(outside).unwrap(), MAX_LIST, "{outside}");
+        }
+        for bad in ["x", "", "-", "1.5", "1e3"] {
+            assert_eq!(parse_top(bad).unwrap_err().status, 400, "{bad}");
+        }
     }
 }

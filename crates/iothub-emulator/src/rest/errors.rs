@@ -85,6 +85,14 @@ impl ServiceError {
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::GenericNotFound, message)
     }
+    /// 404 for a path of the service whose feature the emulator does not emulate: the
+    /// message names it (`"Jobs are not emulated …"`).
+    pub(crate) fn not_emulated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::GenericNotFound, message)
+    }
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::GenericForbidden, message)
+    }
     pub(crate) fn device_not_online(device_id: &str, timeout_secs: u64) -> Self {
         Self::new(
             ErrorCode::DeviceNotOnline,
@@ -254,6 +262,18 @@ mod tests {
                 400,
                 "ArgumentNull",
                 400005,
+            ),
+            (
+                ServiceError::forbidden("m"),
+                403,
+                "GenericForbidden",
+                403000,
+            ),
+            (
+                ServiceError::not_emulated("Jobs are not emulated"),
+                404,
+                "GenericNotFound",
+                404000,
             ),
             (
                 ServiceError::format_error("m"),

@@ -2,7 +2,10 @@
 //! it.
 //!
 //! - `server.rs`: accept loop, connections and TLS, and the pipeline every request goes
-//!   through (routing, authentication, api-version, fault injection, request log).
+//!   through (authentication, routing, body, api-version, fault injection, request log), with
+//!   the one list of requests exempt from authentication before routing.
+//! - `connections.rs`: the listener's connection cap and the deadlines of slow and idle
+//!   connections.
 //! - `request.rs` and `answer.rs`: a request read in full, and the answer before it is written.
 //! - `routes.rs`: the [`routes::Route`] of each operation, its permissions and throttling
 //!   class, the accepted api-versions, and the dispatch to the handlers.
@@ -15,7 +18,8 @@
 
 mod answer;
 mod commands;
-mod control;
+pub(crate) mod connections;
+pub(crate) mod control;
 mod devices;
 pub(crate) mod errors;
 pub(crate) mod log;

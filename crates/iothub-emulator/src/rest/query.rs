@@ -15,8 +15,9 @@ use super::request::{Req, json_body};
 use super::twins::twin_json;
 use crate::hub::Shared;
 use crate::query::{Query, Source};
+use crate::state::blocking::off_worker;
 use crate::state::identity::parse_model;
-use crate::state::store::DeviceEntry;
+use crate::state::store::Snapshot;
 
 /// Page size of a query when the client names none, and the most it may ask for.
 pub(crate) const DEFAULT_PAGE: usize = 100;
@@ -86,6 +87,18 @@ pub(super) fn query(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> 
             query: print,
         },
     };
+    // A scan can take long on a large registry: it runs on a snapshot, off the async workers.
+    off_worker(|| run(shared, &query, page, cont, print))
+}
+
+/// Runs a parsed query for one page.
+fn run(
+    shared: &Shared,
+    query: &Query,
+    page: usize,
+    cont: Continuation,
+    print: u64,
+) -> Result<Answer, ServiceError> {
     let devices = shared.store.read();
     let source = query.source();
     let (rows, next) = if query.is_aggregate() {
@@ -152,7 +165,7 @@ pub(super) fn query(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> 
 /// Visits twin documents in key order after `after`; `visit` returns false to stop.
 fn scan(
     shared: &Shared,
-    devices: &std::collections::BTreeMap<String, DeviceEntry>,
+    devices: &Snapshot,
     source: Source,
     after: Option<&str>,
     mut visit: impl FnMut(String, Value) -> bool,
@@ -164,20 +177,22 @@ fn scan(
             None => (Some(key), None),
         },
     };
+    #[cfg(test)]
+    shared.scan_gate.pass();
     let start = match (source, after_device) {
         (_, None) => Bound::Unbounded,
-        (Source::Devices, Some(d)) => Bound::Excluded(d.to_owned()),
-        (Source::Modules, Some(d)) => Bound::Included(d.to_owned()),
+        (Source::Devices, Some(d)) => Bound::Excluded(d),
+        (Source::Modules, Some(d)) => Bound::Included(d),
     };
-    for (id, entry) in devices.range::<String, _>((start, Bound::Unbounded)) {
+    for (id, entry) in devices.range_from(start) {
         match source {
             Source::Devices => {
-                if !visit(id.clone(), twin_json(shared, entry, None)) {
+                if !visit(id.to_owned(), twin_json(shared, entry, None)) {
                     return;
                 }
             }
             Source::Modules => {
-                let same = after_device == Some(id.as_str());
+                let same = after_device == Some(id);
                 for mid in entry.modules.keys() {
                     if same && after_module.is_some_and(|a| mid.as_str() <= a) {
                         continue;
@@ -206,5 +221,106 @@ mod tests {
         assert!(Continuation::decode(&c.encode(), 8).is_err());
         assert!(Continuation::decode("%%%", 9).is_err());
         assert!(Continuation::decode("e30", 9).is_err());
+    }
+
+    /// A scan held in progress (by the test gate) neither keeps other requests from being
+    /// answered, reads and writes alike, nor the health check: scans run off the async
+    /// workers, on a snapshot of the registry.
+    #[test]
+    fn a_scan_in_progress_stalls_nothing_else() {
+        use std::time::Duration;
+
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let hub = server
+            .block_on(
+                crate::Emulator::builder()
+                    .plain_http()
+                    .bearer_token("scan-test")
+                    .start(),
+            )
+            .unwrap();
+        let base = hub.base_url();
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let api = "api-version=2021-04-12";
+        let bound = Duration::from_secs(10);
+        let call = |method: reqwest::Method, path: &str, body: Option<&str>| {
+            let mut request = http
+                .request(method, format!("{base}{path}"))
+                .header("authorization", "Bearer scan-test");
+            if let Some(body) = body {
+                request = request.body(body.to_owned());
+            }
+            async move {
+                match tokio::time::timeout(bound, request.send()).await {
+                    Ok(Ok(r)) => Some(r.status().as_u16()),
+                    _ => None,
+                }
+            }
+        };
+        let outcome = client.block_on(async {
+            for i in 0..50 {
+                let path = format!("/devices/d{i}?{api}");
+                assert_eq!(
+                    call(reqwest::Method::PUT, &path, Some("{}")).await,
+                    Some(200)
+                );
+            }
+            hub.shared.scan_gate.close();
+            let queries: Vec<_> = (0..3)
+                .map(|_| {
+                    tokio::spawn(call(
+                        reqwest::Method::POST,
+                        &format!("/devices/query?{api}"),
+                        Some(r#"{"query": "SELECT COUNT() FROM devices"}"#),
+                    ))
+                })
+                .collect();
+            // Two scans in progress: as many as the runtime has workers.
+            let deadline = tokio::time::Instant::now() + bound;
+            while hub.shared.scan_gate.waiting() < 2 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let scanning = hub.shared.scan_gate.waiting();
+            let health = call(reqwest::Method::GET, "/_emulator/health", None).await;
+            let read = call(reqwest::Method::GET, &format!("/devices/d7?{api}"), None).await;
+            let write = call(
+                reqwest::Method::PUT,
+                &format!("/devices/new?{api}"),
+                Some("{}"),
+            )
+            .await;
+            let still_scanning = hub.shared.scan_gate.waiting();
+            hub.shared.scan_gate.open();
+            let mut answered = Vec::new();
+            for q in queries {
+                answered.push(
+                    tokio::time::timeout(bound, q)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten(),
+                );
+            }
+            (scanning, health, read, write, still_scanning, answered)
+        });
+        let (scanning, health, read, write, still_scanning, answered) = outcome;
+        assert!(scanning >= 2, "scans in progress: {scanning}");
+        assert_eq!(
+            (health, read, write),
+            (Some(200), Some(200), Some(200)),
+            "health, GET and PUT during a scan"
+        );
+        assert!(still_scanning >= 2, "the scans were still in progress");
+        assert_eq!(answered, [Some(200); 3]);
+        drop(hub);
+        server.shutdown_timeout(Duration::from_secs(5));
     }
 }

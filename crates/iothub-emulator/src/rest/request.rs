@@ -1,11 +1,17 @@
 //! A request as handlers see it: read in full, with its decoded path segments and query
-//! parameters, its JSON body and its `If-Match` condition.
+//! parameters, its JSON body and its `If-Match` condition; and [`read_body`], how a body is
+//! read (a size limit and a deadline).
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
 use hyper::Method;
+use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::errors::ServiceError;
 use crate::state::etag::IfMatch;
@@ -63,4 +69,43 @@ pub(super) fn json_body(req: &Req) -> Result<Value, ServiceError> {
 
 pub(super) fn if_match(req: &Req) -> IfMatch {
     IfMatch::parse(req.header("if-match"))
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Longer than allowed.
+    TooLarge,
+    /// Not received in full before the deadline.
+    TooSlow,
+    /// The client went away mid-body (or its connection was closed).
+    Gone,
+}
+
+/// Reads a body of at most `max` bytes within `deadline` (zero: no deadline), once one of
+/// `readers` is free (waiting counts against the deadline): so many bodies are in memory at
+/// once, at most.
+pub(crate) async fn read_body(
+    body: Incoming,
+    max: usize,
+    deadline: Duration,
+    readers: &Semaphore,
+) -> Result<Bytes, BodyError> {
+    let collect = async {
+        // Never closed: the emulator owns it.
+        let _reader = readers.acquire().await;
+        Limited::new(body, max).collect().await
+    };
+    let collected = if deadline.is_zero() {
+        collect.await
+    } else {
+        tokio::time::timeout(deadline, collect)
+            .await
+            .map_err(|_| BodyError::TooSlow)?
+    };
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Gone),
+    }
 }

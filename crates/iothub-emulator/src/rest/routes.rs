@@ -59,6 +59,9 @@ impl Route {
             check_module_id(s[i])?;
             Ok(s[i].to_owned())
         };
+        if let Some(e) = not_emulated(&s) {
+            return Err(e);
+        }
         let route = match (m, s.as_slice()) {
             ("GET", ["devices"]) => Self::ListDevices,
             ("POST", ["devices"]) => Self::Bulk,
@@ -170,6 +173,40 @@ impl Route {
     }
 }
 
+/// For a path of a service feature the emulator does not emulate (whatever the method), the
+/// 404 that says so. The service would serve these; a 404 (rather than, say, 501, which no SDK
+/// expects) keeps every SDK's reading of it "not found, do not retry", and the message names
+/// the feature.
+fn not_emulated(s: &[&str]) -> Option<ServiceError> {
+    let is = |i: usize, word: &str| s.get(i).is_some_and(|w| w.eq_ignore_ascii_case(word));
+    let message = if is(0, "configurations")
+        || (s.len() == 3 && is(0, "devices") && is(2, "applyConfigurationContent"))
+    {
+        "Configurations (automatic device management, IoT Edge deployments) are not emulated \
+         by iothub-emulator"
+    } else if is(0, "jobs") {
+        "Jobs (import and export, with key-based or identity-based storage, and scheduled \
+         jobs) are not emulated by iothub-emulator"
+    } else if is(0, "digitaltwins") {
+        "Digital twins (IoT Plug and Play) are not emulated by iothub-emulator; device twins \
+         are, at /twins/{id}"
+    } else if is(0, "devices")
+        && s.len() >= 3
+        && (is(2, "messages")
+            || is(2, "files")
+            || (s.len() >= 5 && is(2, "modules") && is(4, "messages")))
+    {
+        "The device-facing HTTPS API (telemetry, cloud-to-device receive, file upload) is not \
+         emulated by iothub-emulator; emulate devices through its control API (/_emulator/)"
+    } else if is(0, "messages") && is(1, "serviceBound") && is(2, "feedback") {
+        "Receiving feedback over HTTPS is not emulated by iothub-emulator; receive it over \
+         AMQP, on /messages/servicebound/feedback"
+    } else {
+        return None;
+    };
+    Some(ServiceError::not_emulated(message))
+}
+
 /// Runs one operation.
 pub(crate) async fn handle(
     shared: &Shared,
@@ -237,5 +274,28 @@ mod tests {
         assert_eq!(e.status, 404);
         let e = Route::parse(&Method::GET, &segs("devices/a b")).unwrap_err();
         assert_eq!(e.status, 400);
+        for (method, path) in [
+            (Method::GET, "configurations"),
+            (Method::POST, "devices/d/applyConfigurationContent"),
+            (Method::PUT, "jobs/v2/j"),
+            (Method::GET, "digitaltwins/d"),
+            (Method::POST, "devices/d/messages/events"),
+            (Method::POST, "devices/d/modules/m/messages/events"),
+            (Method::POST, "devices/d/files"),
+            (Method::GET, "messages/serviceBound/feedback"),
+        ] {
+            let e = Route::parse(&method, &segs(path)).unwrap_err();
+            assert_eq!((e.status, e.name), (404, "GenericNotFound"), "{path}");
+            assert!(e.message.contains("not emulated"), "{path}: {}", e.message);
+        }
+        // Routes that are emulated stay routes.
+        assert_eq!(
+            Route::parse(&Method::GET, &segs("devices/messages")).unwrap(),
+            Route::GetDevice("messages".into())
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, &segs("devices/d/modules/messages")).unwrap(),
+            Route::GetModule("d".into(), "messages".into())
+        );
     }
 }

@@ -3,9 +3,16 @@
 //! and file-upload notifications the service sends back on its own links.
 //!
 //! The AMQP endpoint puts messages in; the control API (an emulated device) takes them out.
+//!
+//! Memory is bounded: each queue by the service's 50 messages of 64 KB, all queues together
+//! by a byte budget, waiting feedback and file notifications by a count, feedback also by its
+//! time to live and delivery count. With a data directory, queued messages and pending
+//! feedback are stored durably (`persist.rs`) before anything is acknowledged, so they
+//! survive a restart or a kill -9 as identities do; locks do not (a message locked at a crash
+//! is delivered again, as after a lock timeout).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::blocking::off_worker;
+use super::persist::{C2dChanges, Persist};
 use crate::rest::errors::service_time;
 
 /// Most messages waiting for one device (or module).
@@ -115,6 +124,37 @@ pub(crate) enum Refusal {
     QueueFull(String),
     /// The body is over 64 KB (`amqp:link:message-size-exceeded`).
     TooLarge(usize),
+    /// All queues together hold the configured byte budget (`amqp:resource-limit-exceeded`).
+    HubFull(usize),
+    /// The message could not be stored durably (`amqp:internal-error`).
+    NotStored,
+}
+
+/// The limits and settings of the cloud-to-device side.
+#[derive(Debug, Clone)]
+pub(crate) struct C2dSettings {
+    /// Most bytes of message bodies queued (and, separately, kept in the accepted record).
+    pub(crate) max_total_bytes: usize,
+    /// Most feedback records, and separately file notifications, waiting.
+    pub(crate) max_pending_notifications: usize,
+    /// How long a feedback record waits for a receiver.
+    pub(crate) feedback_ttl: Duration,
+    /// How many times a feedback record is offered.
+    pub(crate) feedback_max_delivery_count: u32,
+    /// How long an offered feedback batch waits to be settled.
+    pub(crate) feedback_lock_duration: Duration,
+}
+
+impl Default for C2dSettings {
+    fn default() -> Self {
+        Self {
+            max_total_bytes: 64 * 1024 * 1024,
+            max_pending_notifications: 10_000,
+            feedback_ttl: Duration::from_secs(3600),
+            feedback_max_delivery_count: 10,
+            feedback_lock_duration: Duration::from_secs(60),
+        }
+    }
 }
 
 /// How a delivery ended, for feedback.
@@ -147,10 +187,42 @@ type Target = (String, Option<String>);
 
 #[derive(Debug, Clone)]
 struct Queued {
+    /// Its row in the durable store.
+    seq: u64,
     message: C2dMessage,
     expires: DateTime<Utc>,
     deliveries: u32,
     generation_id: String,
+}
+
+/// A queued message as stored (its sequence number is the row's key).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredMessage {
+    message: C2dMessage,
+    /// Milliseconds since the Unix epoch.
+    expires: i64,
+    deliveries: u32,
+    generation_id: String,
+}
+
+impl Queued {
+    fn target(&self) -> Target {
+        (
+            self.message.device_id.clone(),
+            self.message.module_id.clone(),
+        )
+    }
+
+    fn row(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&StoredMessage {
+            message: self.message.clone(),
+            expires: self.expires.timestamp_millis(),
+            deliveries: self.deliveries,
+            generation_id: self.generation_id.clone(),
+        })
+        .ok()
+    }
 }
 
 struct Locked {
@@ -159,13 +231,51 @@ struct Locked {
     until: DateTime<Utc>,
 }
 
+/// A feedback record waiting for (or offered to) a receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FeedbackRecord {
+    seq: u64,
+    /// The record as the feedback batch carries it.
+    pub(crate) record: Value,
+    expires: DateTime<Utc>,
+    /// How many times it was offered.
+    deliveries: u32,
+}
+
+/// A feedback record as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredFeedback {
+    record: Value,
+    expires: i64,
+    deliveries: u32,
+}
+
+impl FeedbackRecord {
+    fn row(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&StoredFeedback {
+            record: self.record.clone(),
+            expires: self.expires.timestamp_millis(),
+            deliveries: self.deliveries,
+        })
+        .ok()
+    }
+}
+
 #[derive(Default)]
 struct State {
     queues: HashMap<Target, VecDeque<Queued>>,
     locked: HashMap<String, Locked>,
-    feedback: VecDeque<Value>,
+    feedback: VecDeque<FeedbackRecord>,
     file_notifications: VecDeque<Value>,
     accepted: VecDeque<C2dMessage>,
+    /// Body bytes in `accepted`.
+    accepted_bytes: usize,
+    /// Body bytes queued and locked.
+    queued_bytes: usize,
+    /// The next row's sequence number.
+    next_seq: u64,
+    /// Changes not yet written to the durable store.
+    journal: C2dChanges,
     /// No message expires and no lock times out before this (None: nothing is waiting). Lets
     /// every enqueue and receive skip the full scan, which otherwise made each send cost in
     /// proportion to everything queued.
@@ -176,21 +286,143 @@ impl State {
     fn note_deadline(&mut self, at: DateTime<Utc>) {
         self.next_deadline = Some(self.next_deadline.map_or(at, |d| d.min(at)));
     }
+
+    fn seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// A message leaves the hub (settled, expired, purged, forgotten).
+    fn drop_message(&mut self, item: &Queued) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(item.message.body.len());
+        self.journal.messages.push((item.seq, None));
+    }
 }
 
 /// The hub's cloud-to-device side.
-#[derive(Default)]
 pub(crate) struct C2d {
     state: Mutex<State>,
+    settings: C2dSettings,
+    persist: Option<Arc<Persist>>,
     /// Signalled when feedback records are queued.
     pub(crate) feedback_ready: Notify,
     /// Signalled when file notifications are queued.
     pub(crate) files_ready: Notify,
 }
 
+impl Default for C2d {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            settings: C2dSettings::default(),
+            persist: None,
+            feedback_ready: Notify::new(),
+            files_ready: Notify::new(),
+        }
+    }
+}
+
 impl C2d {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The cloud-to-device side with these settings, restored from `persist` when given.
+    pub(crate) fn new(
+        settings: C2dSettings,
+        persist: Option<Arc<Persist>>,
+    ) -> Result<Self, crate::Error> {
+        let mut state = State::default();
+        if let Some(p) = &persist {
+            let rows = p.load_c2d()?;
+            let mut last = None;
+            for (seq, bytes) in rows.messages {
+                last = Some(seq);
+                let Ok(stored) = serde_json::from_slice::<StoredMessage>(&bytes) else {
+                    tracing::warn!(
+                        seq,
+                        "a stored cloud-to-device message cannot be read; dropped"
+                    );
+                    state.journal.messages.push((seq, None));
+                    continue;
+                };
+                let item = Queued {
+                    seq,
+                    expires: DateTime::from_timestamp_millis(stored.expires)
+                        .unwrap_or_else(Utc::now),
+                    message: stored.message,
+                    deliveries: stored.deliveries,
+                    generation_id: stored.generation_id,
+                };
+                state.queued_bytes += item.message.body.len();
+                state.note_deadline(item.expires);
+                state
+                    .queues
+                    .entry(item.target())
+                    .or_default()
+                    .push_back(item);
+            }
+            for (seq, bytes) in rows.feedback {
+                last = last.max(Some(seq));
+                let Ok(stored) = serde_json::from_slice::<StoredFeedback>(&bytes) else {
+                    tracing::warn!(seq, "a stored feedback record cannot be read; dropped");
+                    state.journal.feedback.push((seq, None));
+                    continue;
+                };
+                let expires =
+                    DateTime::from_timestamp_millis(stored.expires).unwrap_or_else(Utc::now);
+                state.note_deadline(expires);
+                state.feedback.push_back(FeedbackRecord {
+                    seq,
+                    record: stored.record,
+                    expires,
+                    deliveries: stored.deliveries,
+                });
+            }
+            state.next_seq = last.map_or(0, |l| l + 1);
+        }
+        let c2d = Self {
+            state: Mutex::new(state),
+            settings,
+            persist,
+            feedback_ready: Notify::new(),
+            files_ready: Notify::new(),
+        };
+        let mut state = c2d.lock();
+        c2d.flush(&mut state);
+        drop(state);
+        Ok(c2d)
+    }
+
+    /// The state, waiting for it off the async workers when another caller holds it.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                off_worker(|| self.state.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+        }
+    }
+
+    /// Writes the journal durably (off the async workers); false when that failed.
+    fn flush(&self, state: &mut State) -> bool {
+        let changes = std::mem::take(&mut state.journal);
+        let Some(persist) = &self.persist else {
+            return true;
+        };
+        if changes.is_empty() {
+            return true;
+        }
+        match off_worker(|| persist.write_c2d(&changes)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cloud-to-device state could not be stored");
+                false
+            }
+        }
+    }
+
+    /// The settings in force.
+    pub(crate) fn settings(&self) -> &C2dSettings {
+        &self.settings
     }
 
     /// Queues a message for an existing device (or module) with generation id `generation_id`.
@@ -199,8 +431,9 @@ impl C2d {
         mut message: C2dMessage,
         generation_id: String,
     ) -> Result<usize, Refusal> {
-        if message.body.len() > MAX_MESSAGE_BYTES {
-            return Err(Refusal::TooLarge(message.body.len()));
+        let size = message.body.len();
+        if size > MAX_MESSAGE_BYTES {
+            return Err(Refusal::TooLarge(size));
         }
         let now = Utc::now();
         message.enqueued_time = service_time(now);
@@ -213,20 +446,44 @@ impl C2d {
         self.expire_locked(&mut state, now);
         let pending = pending_in(&state, &target);
         if pending >= MAX_QUEUE_DEPTH {
+            self.flush(&mut state);
             return Err(Refusal::QueueFull(target_name(&target)));
         }
-        if state.accepted.len() == ACCEPTED_RECORD {
-            state.accepted.pop_front();
+        if state.queued_bytes + size > self.settings.max_total_bytes {
+            self.flush(&mut state);
+            return Err(Refusal::HubFull(self.settings.max_total_bytes));
         }
-        state.accepted.push_back(message.clone());
-        state.queues.entry(target).or_default().push_back(Queued {
+        let item = Queued {
+            seq: state.seq(),
             message,
             expires,
             deliveries: 0,
             generation_id,
-        });
+        };
+        let row = item.row();
+        state.journal.messages.push((item.seq, row));
+        if !self.flush(&mut state) {
+            return Err(Refusal::NotStored);
+        }
+        state.queued_bytes += size;
+        self.remember(&mut state, item.message.clone());
+        state.queues.entry(target).or_default().push_back(item);
         state.note_deadline(expires);
         Ok(pending + 1)
+    }
+
+    /// Adds to the record of accepted messages, within its count and byte budget.
+    fn remember(&self, state: &mut State, message: C2dMessage) {
+        state.accepted_bytes += message.body.len();
+        state.accepted.push_back(message);
+        while state.accepted.len() > ACCEPTED_RECORD
+            || state.accepted_bytes > self.settings.max_total_bytes
+        {
+            let Some(old) = state.accepted.pop_front() else {
+                break;
+            };
+            state.accepted_bytes = state.accepted_bytes.saturating_sub(old.body.len());
+        }
     }
 
     /// Messages waiting for (or locked by) a device or module.
@@ -234,6 +491,7 @@ impl C2d {
         let target = (device_id.to_owned(), module_id.map(str::to_owned));
         let mut state = self.lock();
         self.expire_locked(&mut state, Utc::now());
+        self.flush(&mut state);
         pending_in(&state, &target)
     }
 
@@ -243,8 +501,14 @@ impl C2d {
         let now = Utc::now();
         let mut state = self.lock();
         self.expire_locked(&mut state, now);
-        let mut item = state.queues.get_mut(&target)?.pop_front()?;
+        let Some(mut item) = state.queues.get_mut(&target).and_then(VecDeque::pop_front) else {
+            self.flush(&mut state);
+            return None;
+        };
         item.deliveries += 1;
+        let row = item.row();
+        state.journal.messages.push((item.seq, row));
+        self.flush(&mut state);
         let lock_token = crate::rest::errors::tracking_id();
         let received = ReceivedC2d {
             lock_token: lock_token.clone(),
@@ -286,9 +550,13 @@ impl C2d {
             return false;
         };
         match fate {
-            Some(fate) => self.record(&mut state, &locked.item, fate),
+            Some(fate) => {
+                state.drop_message(&locked.item);
+                self.record(&mut state, &locked.item, fate);
+            }
             None => requeue(self, &mut state, locked),
         }
+        self.flush(&mut state);
         true
     }
 
@@ -319,16 +587,35 @@ impl C2d {
             }
         }
         for item in &purged {
+            state.drop_message(item);
             self.record(&mut state, item, Fate::Purged);
         }
+        self.flush(&mut state);
         purged.len()
     }
 
     /// Forgets a deleted device's messages without feedback.
     pub(crate) fn forget(&self, device_id: &str) {
         let mut state = self.lock();
-        state.queues.retain(|(d, _), _| d != device_id);
-        state.locked.retain(|_, l| l.target.0 != device_id);
+        let mut gone = Vec::new();
+        state.queues.retain(|(d, _), queue| {
+            let keep = d != device_id;
+            if !keep {
+                gone.extend(queue.drain(..));
+            }
+            keep
+        });
+        state.locked.retain(|_, l| {
+            let keep = l.target.0 != device_id;
+            if !keep {
+                gone.push(l.item.clone());
+            }
+            keep
+        });
+        for item in &gone {
+            state.drop_message(item);
+        }
+        self.flush(&mut state);
     }
 
     /// The messages the hub accepted (the last [`ACCEPTED_RECORD`]), oldest first.
@@ -338,13 +625,17 @@ impl C2d {
 
     /// Empties the record of accepted messages.
     pub(crate) fn clear_accepted(&self) {
-        self.lock().accepted.clear();
+        let mut state = self.lock();
+        state.accepted.clear();
+        state.accepted_bytes = 0;
     }
 
-    /// Expires what is due: queued messages past their expiry and locks past their timeout.
+    /// Expires what is due: queued messages past their expiry, locks past their timeout and
+    /// feedback records past their time to live.
     pub(crate) fn sweep(&self) {
         let mut state = self.lock();
         self.expire_locked(&mut state, Utc::now());
+        self.flush(&mut state);
     }
 
     fn expire_locked(&self, state: &mut State, now: DateTime<Utc>) {
@@ -361,7 +652,9 @@ impl C2d {
                 keep
             });
         }
+        state.queues.retain(|_, queue| !queue.is_empty());
         for item in &expired {
+            state.drop_message(item);
             self.record(state, item, Fate::Expired);
         }
         let timed_out: Vec<String> = state
@@ -375,14 +668,28 @@ impl C2d {
                 requeue(self, state, locked);
             }
         }
-        // What is left sets the next deadline: queued expiries, lock timeouts, and the expiry
-        // of each locked message (it goes back to its queue if the lock times out).
+        let mut gone = Vec::new();
+        state.feedback.retain(|f| {
+            let keep = f.expires > now;
+            if !keep {
+                gone.push(f.seq);
+            }
+            keep
+        });
+        state
+            .journal
+            .feedback
+            .extend(gone.into_iter().map(|seq| (seq, None)));
+        // What is left sets the next deadline: queued expiries, lock timeouts, the expiry
+        // of each locked message (it goes back to its queue if the lock times out), and the
+        // feedback records' time to live.
         let queued = state.queues.values().flatten().map(|q| q.expires);
         let locked = state
             .locked
             .values()
             .flat_map(|l| [l.until, l.item.expires]);
-        state.next_deadline = queued.chain(locked).min();
+        let feedback = state.feedback.iter().map(|f| f.expires);
+        state.next_deadline = queued.chain(locked).chain(feedback).min();
     }
 
     fn record(&self, state: &mut State, item: &Queued, fate: Fate) {
@@ -396,43 +703,111 @@ impl C2d {
             Fate::Rejected => "Message Rejected",
             Fate::Purged => "Message Purged",
         };
-        state.feedback.push_back(json!({
-            "originalMessageId": item.message.message_id,
-            "enqueuedTimeUtc": service_time(Utc::now()),
-            "statusCode": fate.status(),
-            "description": description,
-            "deviceId": item.message.device_id,
-            "deviceGenerationId": item.generation_id,
-        }));
+        let now = Utc::now();
+        let expires = now
+            + chrono::Duration::from_std(self.settings.feedback_ttl)
+                .unwrap_or_else(|_| chrono::Duration::hours(1));
+        let record = FeedbackRecord {
+            seq: state.seq(),
+            record: json!({
+                "originalMessageId": item.message.message_id,
+                "enqueuedTimeUtc": service_time(now),
+                "statusCode": fate.status(),
+                "description": description,
+                "deviceId": item.message.device_id,
+                "deviceGenerationId": item.generation_id,
+            }),
+            expires,
+            deliveries: 0,
+        };
+        let row = record.row();
+        state.journal.feedback.push((record.seq, row));
+        while state.feedback.len() >= self.settings.max_pending_notifications.max(1) {
+            let Some(old) = state.feedback.pop_front() else {
+                break;
+            };
+            tracing::warn!("too many feedback records wait for a receiver; the oldest is dropped");
+            state.journal.feedback.push((old.seq, None));
+        }
+        state.feedback.push_back(record);
+        state.note_deadline(expires);
         self.feedback_ready.notify_waiters();
     }
 
-    /// Takes up to [`FEEDBACK_BATCH`] feedback records to send as one batch.
-    pub(crate) fn take_feedback(&self) -> Vec<Value> {
+    /// Takes up to [`FEEDBACK_BATCH`] feedback records to offer as one batch; each counts a
+    /// delivery. Records offered the maximum number of times already, or expired, are
+    /// dropped instead.
+    pub(crate) fn take_feedback(&self) -> Vec<FeedbackRecord> {
         let mut state = self.lock();
-        let n = state.feedback.len().min(FEEDBACK_BATCH);
-        state.feedback.drain(..n).collect()
+        let now = Utc::now();
+        let mut batch = Vec::new();
+        while batch.len() < FEEDBACK_BATCH {
+            let Some(mut record) = state.feedback.pop_front() else {
+                break;
+            };
+            if record.expires <= now
+                || record.deliveries >= self.settings.feedback_max_delivery_count
+            {
+                state.journal.feedback.push((record.seq, None));
+                continue;
+            }
+            record.deliveries += 1;
+            let row = record.row();
+            state.journal.feedback.push((record.seq, row));
+            batch.push(record);
+        }
+        self.flush(&mut state);
+        batch
     }
 
-    /// Puts a batch the service did not complete back at the front.
-    pub(crate) fn return_feedback(&self, batch: Vec<Value>) {
+    /// The receiver accepted a batch: its records are done.
+    pub(crate) fn complete_feedback(&self, batch: &[FeedbackRecord]) {
         let mut state = self.lock();
+        state
+            .journal
+            .feedback
+            .extend(batch.iter().map(|r| (r.seq, None)));
+        self.flush(&mut state);
+    }
+
+    /// Puts a batch the service did not complete back at the front (what has been offered
+    /// the maximum number of times, or expired meanwhile, goes).
+    pub(crate) fn return_feedback(&self, batch: Vec<FeedbackRecord>) {
+        let mut state = self.lock();
+        let now = Utc::now();
         for record in batch.into_iter().rev() {
-            state.feedback.push_front(record);
+            if record.expires <= now
+                || record.deliveries >= self.settings.feedback_max_delivery_count
+            {
+                state.journal.feedback.push((record.seq, None));
+            } else {
+                state.feedback.push_front(record);
+            }
         }
+        self.flush(&mut state);
         drop(state);
         self.feedback_ready.notify_waiters();
     }
 
-    /// Feedback records waiting to be sent.
-    #[cfg(test)]
+    /// Feedback records waiting to be offered.
     pub(crate) fn feedback_pending(&self) -> usize {
-        self.lock().feedback.len()
+        let mut state = self.lock();
+        self.expire_locked(&mut state, Utc::now());
+        self.flush(&mut state);
+        state.feedback.len()
     }
 
     /// Queues a file-upload notification (as a device finishing an upload would).
     pub(crate) fn notify_file_upload(&self, notification: Value) {
-        self.lock().file_notifications.push_back(notification);
+        let mut state = self.lock();
+        while state.file_notifications.len() >= self.settings.max_pending_notifications.max(1) {
+            tracing::warn!(
+                "too many file-upload notifications wait for a receiver; the oldest is dropped"
+            );
+            state.file_notifications.pop_front();
+        }
+        state.file_notifications.push_back(notification);
+        drop(state);
         self.files_ready.notify_waiters();
     }
 
@@ -450,6 +825,7 @@ impl C2d {
 
 fn requeue(c2d: &C2d, state: &mut State, locked: Locked) {
     if locked.item.deliveries >= MAX_DELIVERY_COUNT {
+        state.drop_message(&locked.item);
         c2d.record(state, &locked.item, Fate::DeliveryCountExceeded);
     } else {
         state
@@ -562,8 +938,8 @@ mod tests {
             .iter()
             .map(|r| {
                 (
-                    r["originalMessageId"].as_str().unwrap(),
-                    r["statusCode"].as_str().unwrap(),
+                    r.record["originalMessageId"].as_str().unwrap(),
+                    r.record["statusCode"].as_str().unwrap(),
                 )
             })
             .collect();
@@ -584,7 +960,7 @@ mod tests {
         }
         assert!(c2d.receive("d", None).is_none());
         assert_eq!(
-            c2d.take_feedback()[0]["statusCode"],
+            c2d.take_feedback()[0].record["statusCode"],
             "DeliveryCountExceeded"
         );
     }
@@ -596,6 +972,6 @@ mod tests {
         m.absolute_expiry_time = Some(Utc::now().timestamp_millis() - 1);
         c2d.enqueue(m, "g".into()).unwrap();
         assert!(c2d.receive("d", None).is_none());
-        assert_eq!(c2d.take_feedback()[0]["statusCode"], "Expired");
+        assert_eq!(c2d.take_feedback()[0].record["statusCode"], "Expired");
     }
 }

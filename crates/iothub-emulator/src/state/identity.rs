@@ -166,7 +166,7 @@ fn check_auth(
             let keys = auth.symmetric_key.get_or_insert_with(Default::default);
             for key in [&mut keys.primary_key, &mut keys.secondary_key] {
                 match key.as_ref().map(|k| k.expose_secret()) {
-                    None | Some("") => *key = Some(random_key().into()),
+                    None | Some("") => *key = Some(crate::auth::random_key().into()),
                     Some(k) => check_key(k)?,
                 }
             }
@@ -215,12 +215,6 @@ fn check_key(key: &str) -> Result<(), ServiceError> {
 
 fn is_thumbprint(t: &str) -> bool {
     matches!(t.len(), 40 | 64) && t.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-fn random_key() -> String {
-    let mut bytes = [0u8; 32];
-    bytes.iter_mut().for_each(|b| *b = fastrand::u8(..));
-    STANDARD.encode(bytes)
 }
 
 #[cfg(test)]

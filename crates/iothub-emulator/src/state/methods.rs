@@ -1,5 +1,8 @@
 //! Direct methods: what emulated devices answer (set through the control API), and the
 //! wait for a device to connect within `connectTimeoutInSeconds`.
+//!
+//! What the control API registers is bounded: in number and in payload bytes over all
+//! devices, each payload at most the service's direct-method payload limit.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,12 +64,70 @@ impl MethodResponse {
 /// The method name that stands for "any method without its own handler".
 pub const DEFAULT_METHOD: &str = "*";
 
+/// Largest payload of one answer, in bytes of JSON: the service's direct-method payload
+/// limit (128 KB).
+pub(crate) const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+/// Longest answer delay, in milliseconds: the longest a caller can wait
+/// (`responseTimeoutInSeconds` is at most 300).
+pub(crate) const MAX_DELAY_MS: u64 = 300_000;
+
 type Target = (String, Option<String>);
+
+/// How much the control API may register.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most handlers over all devices and modules.
+    pub(crate) max_handlers: usize,
+    /// Most payload bytes (plus method names) over all of them.
+    pub(crate) max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_handlers: 1_000,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The answer's payload is larger than [`MAX_PAYLOAD_BYTES`].
+    #[error("the payload is {0} bytes; a direct method payload is at most {MAX_PAYLOAD_BYTES}")]
+    PayloadTooLarge(usize),
+    /// The delay is longer than [`MAX_DELAY_MS`].
+    #[error("delayMs is at most {MAX_DELAY_MS} (the longest a method call waits); it was {0}")]
+    DelayTooLong(u64),
+    /// All handlers together would exceed the limits.
+    #[error(
+        "the emulator keeps at most {0} method handlers and {1} bytes of their payloads \
+         (max_method_handlers, max_method_handler_bytes); remove some first"
+    )]
+    Full(usize, usize),
+}
+
+#[derive(Default)]
+struct Handlers {
+    map: HashMap<Target, HashMap<String, MethodResponse>>,
+    count: usize,
+    bytes: usize,
+}
+
+fn weight(name: &str, response: &MethodResponse) -> usize {
+    name.len() + payload_bytes(response)
+}
+
+fn payload_bytes(response: &MethodResponse) -> usize {
+    serde_json::to_vec(&response.payload).map_or(0, |v| v.len())
+}
 
 /// Method handlers per device or module, and a signal for connects.
 #[derive(Default)]
 pub(crate) struct Methods {
-    handlers: Mutex<HashMap<Target, HashMap<String, MethodResponse>>>,
+    handlers: Mutex<Handlers>,
+    limits: Limits,
     pub(crate) connected: Notify,
 }
 
@@ -80,33 +141,96 @@ pub(crate) enum Outcome {
 }
 
 impl Methods {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Target, HashMap<String, MethodResponse>>> {
+    pub(crate) fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Handlers> {
         self.handlers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Registers an answer (for [`crate::Emulator::set_method_response`]: the caller is the
+    /// test itself, so no limit applies).
     pub(crate) fn set(&self, id: &str, mid: Option<&str>, name: &str, response: MethodResponse) {
-        self.lock()
-            .entry((id.to_owned(), mid.map(str::to_owned)))
-            .or_default()
-            .insert(name.to_owned(), response);
+        let mut handlers = self.lock();
+        insert(&mut handlers, id, mid, name, response);
+    }
+
+    /// Registers an answer within the limits (for the control API); the device's existence
+    /// is the caller's to check.
+    pub(crate) fn set_checked(
+        &self,
+        id: &str,
+        mid: Option<&str>,
+        name: &str,
+        response: MethodResponse,
+    ) -> Result<(), Refused> {
+        let size = payload_bytes(&response);
+        if size > MAX_PAYLOAD_BYTES {
+            return Err(Refused::PayloadTooLarge(size));
+        }
+        if response.delay_ms > MAX_DELAY_MS {
+            return Err(Refused::DelayTooLong(response.delay_ms));
+        }
+        let mut handlers = self.lock();
+        let replaced = handlers
+            .map
+            .get(&(id.to_owned(), mid.map(str::to_owned)))
+            .and_then(|m| m.get(name))
+            .map(|old| weight(name, old));
+        let count = handlers.count + usize::from(replaced.is_none());
+        let bytes = handlers.bytes - replaced.unwrap_or(0) + weight(name, &response);
+        if count > self.limits.max_handlers || bytes > self.limits.max_bytes {
+            return Err(Refused::Full(
+                self.limits.max_handlers,
+                self.limits.max_bytes,
+            ));
+        }
+        insert(&mut handlers, id, mid, name, response);
+        Ok(())
     }
 
     pub(crate) fn remove(&self, id: &str, mid: Option<&str>, name: &str) -> bool {
-        self.lock()
-            .get_mut(&(id.to_owned(), mid.map(str::to_owned)))
-            .is_some_and(|m| m.remove(name).is_some())
+        let mut handlers = self.lock();
+        let target = (id.to_owned(), mid.map(str::to_owned));
+        let Some(map) = handlers.map.get_mut(&target) else {
+            return false;
+        };
+        let Some(old) = map.remove(name) else {
+            return false;
+        };
+        if map.is_empty() {
+            handlers.map.remove(&target);
+        }
+        handlers.count -= 1;
+        handlers.bytes -= weight(name, &old);
+        true
     }
 
     /// Forgets every handler of a device (deleted devices lose them).
     pub(crate) fn forget(&self, id: &str) {
-        self.lock().retain(|(d, _), _| d != id);
+        let mut handlers = self.lock();
+        let mut gone = (0, 0);
+        handlers.map.retain(|(d, _), map| {
+            let keep = d != id;
+            if !keep {
+                gone.0 += map.len();
+                gone.1 += map.iter().map(|(n, r)| weight(n, r)).sum::<usize>();
+            }
+            keep
+        });
+        handlers.count -= gone.0;
+        handlers.bytes -= gone.1;
     }
 
     /// The device's answer to `name`: its handler, else its default handler, else 501 as the
     /// device SDKs answer an unregistered method.
     pub(crate) fn outcome(&self, id: &str, mid: Option<&str>, name: &str) -> Outcome {
         let handlers = self.lock();
-        let Some(map) = handlers.get(&(id.to_owned(), mid.map(str::to_owned))) else {
+        let Some(map) = handlers.map.get(&(id.to_owned(), mid.map(str::to_owned))) else {
             return Outcome::NoHandler;
         };
         if map.is_empty() {
@@ -118,6 +242,28 @@ impl Methods {
                 501,
                 serde_json::json!({ "message": format!("Method '{name}' is not implemented") }),
             )),
+        }
+    }
+}
+
+fn insert(
+    handlers: &mut Handlers,
+    id: &str,
+    mid: Option<&str>,
+    name: &str,
+    response: MethodResponse,
+) {
+    let added = weight(name, &response);
+    let old = handlers
+        .map
+        .entry((id.to_owned(), mid.map(str::to_owned)))
+        .or_default()
+        .insert(name.to_owned(), response);
+    match old {
+        Some(old) => handlers.bytes = handlers.bytes - weight(name, &old) + added,
+        None => {
+            handlers.count += 1;
+            handlers.bytes += added;
         }
     }
 }
@@ -159,5 +305,40 @@ mod tests {
         let r: MethodResponse = serde_json::from_value(json!({"echo": true})).unwrap();
         assert_eq!(r, MethodResponse::echo());
         assert!(serde_json::from_value::<MethodResponse>(json!({"bogus": 1})).is_err());
+    }
+
+    #[test]
+    fn registrations_are_bounded_in_number_and_bytes() {
+        let m = Methods::with_limits(Limits {
+            max_handlers: 2,
+            max_bytes: 100,
+        });
+        let small = || MethodResponse::fixed(200, json!("x"));
+        m.set_checked("a", None, "m", small()).unwrap();
+        // Replacing does not count twice.
+        m.set_checked("a", None, "m", small()).unwrap();
+        m.set_checked("b", None, "m", small()).unwrap();
+        assert_eq!(
+            m.set_checked("c", None, "m", small()),
+            Err(Refused::Full(2, 100))
+        );
+        assert!(m.remove("b", None, "m"));
+        let big = MethodResponse::fixed(200, json!("y".repeat(200)));
+        assert_eq!(
+            m.set_checked("c", None, "m", big),
+            Err(Refused::Full(2, 100))
+        );
+        m.forget("a");
+        m.set_checked("c", None, "m", small()).unwrap();
+        m.set_checked("d", None, "m", small()).unwrap();
+        let huge = MethodResponse::fixed(200, json!("z".repeat(MAX_PAYLOAD_BYTES)));
+        assert!(matches!(
+            m.set_checked("c", None, "m", huge),
+            Err(Refused::PayloadTooLarge(_))
+        ));
+        assert_eq!(
+            m.set_checked("c", None, "m", small().delayed(u64::MAX)),
+            Err(Refused::DelayTooLong(u64::MAX))
+        );
     }
 }

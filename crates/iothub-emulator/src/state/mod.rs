@@ -10,7 +10,9 @@
 //! - `c2d.rs`: cloud-to-device queues, feedback and file-upload notifications.
 //! - `methods.rs`: what emulated devices answer to direct methods, and the signal a call
 //!   waiting for a device to connect waits on.
+//! - `blocking.rs`: running disk syncs and scans off the async worker threads.
 
+pub(crate) mod blocking;
 pub(crate) mod c2d;
 pub(crate) mod etag;
 pub(crate) mod identity;

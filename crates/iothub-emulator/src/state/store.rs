@@ -1,8 +1,16 @@
 //! The identity registry and twins: every write goes through a [`Tx`], which is durable
 //! (when a data directory is set) before it is visible and before the caller answers.
+//!
+//! Readers never wait for a scan or a disk sync: they take a [`Snapshot`], an immutable view
+//! of the registry that stays consistent for as long as they hold it. The registry is split
+//! into shards by a hash of the device id; a committed transaction publishes a new snapshot
+//! in which only the shards it touched are new (copied first if a reader still holds them),
+//! so a long scan costs writers at most a copy of a shard.
 
-use std::collections::BTreeMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::btree_map;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 
 use chrono::Utc;
 use iothub_rest_gen::IotDateTime;
@@ -10,6 +18,7 @@ use iothub_rest_gen::types::{self as wire, ConnectionState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::blocking::off_worker;
 use super::identity::{DeviceInput, ModuleInput, default_auth};
 use super::render::render_twin;
 use crate::rest::errors::ServiceError;
@@ -19,6 +28,12 @@ use crate::state::twin::{TwinChange, TwinState};
 
 /// System modules the service creates with every IoT Edge device.
 const EDGE_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];
+
+/// The prefix of the device scope the hub gives an IoT Edge device.
+const EDGE_SCOPE_PREFIX: &str = "ms-azure-iot-edge://";
+
+/// How many shards the registry is split into.
+const SHARDS: usize = 64;
 
 /// A device: its identity, its twin and its modules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,10 +50,135 @@ pub(crate) struct ModuleEntry {
     pub(crate) twin: TwinState,
 }
 
+type Shard = BTreeMap<Arc<str>, Arc<DeviceEntry>>;
+
+fn shard_of(id: &str) -> usize {
+    // FNV-1a: cheap and stable.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(hash % SHARDS as u64).unwrap_or(0)
+}
+
+/// An immutable, consistent view of the registry; cheap to take and to hold.
+#[derive(Clone)]
+pub(crate) struct Snapshot(Arc<Vec<Arc<Shard>>>);
+
+impl Snapshot {
+    fn from_map(devices: BTreeMap<String, DeviceEntry>) -> Self {
+        let mut shards = vec![Shard::new(); SHARDS];
+        for (id, entry) in devices {
+            shards[shard_of(&id)].insert(Arc::from(id), Arc::new(entry));
+        }
+        Self(Arc::new(shards.into_iter().map(Arc::new).collect()))
+    }
+
+    /// The device with this id.
+    pub(crate) fn get(&self, id: &str) -> Option<&DeviceEntry> {
+        self.0[shard_of(id)].get(id).map(|e| &**e)
+    }
+
+    /// Whether a device has this id.
+    pub(crate) fn contains_key(&self, id: &str) -> bool {
+        self.0[shard_of(id)].contains_key(id)
+    }
+
+    /// How many devices there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.iter().map(|s| s.len()).sum()
+    }
+
+    /// Whether there is no device.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.iter().all(|s| s.is_empty())
+    }
+
+    /// Every device, in id order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &DeviceEntry> {
+        self.iter().map(|(_, e)| e)
+    }
+
+    /// Every (id, device), in id order.
+    pub(crate) fn iter(&self) -> Iter<'_> {
+        self.range_from(Bound::Unbounded)
+    }
+
+    /// The devices from `start` on, in id order.
+    pub(crate) fn range_from(&self, start: Bound<&str>) -> Iter<'_> {
+        let mut heads = BinaryHeap::with_capacity(SHARDS);
+        for shard in self.0.iter() {
+            let mut rest = shard.range::<str, _>((start, Bound::Unbounded));
+            if let Some((key, entry)) = rest.next() {
+                heads.push(Head { key, entry, rest });
+            }
+        }
+        Iter { heads }
+    }
+}
+
+impl std::ops::Index<&str> for Snapshot {
+    type Output = DeviceEntry;
+
+    fn index(&self, id: &str) -> &DeviceEntry {
+        self.get(id).unwrap_or_else(|| panic!("no device {id}"))
+    }
+}
+
+/// The devices of a [`Snapshot`] in id order: a merge of the shards.
+pub(crate) struct Iter<'a> {
+    heads: BinaryHeap<Head<'a>>,
+}
+
+struct Head<'a> {
+    key: &'a Arc<str>,
+    entry: &'a Arc<DeviceEntry>,
+    rest: btree_map::Range<'a, Arc<str>, Arc<DeviceEntry>>,
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Head<'_> {}
+
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head<'_> {
+    /// Reversed: the heap yields the smallest key first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.key.cmp(self.key)
+    }
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a DeviceEntry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut head = self.heads.pop()?;
+        let item = (&**head.key, &**head.entry);
+        if let Some((key, entry)) = head.rest.next() {
+            head.key = key;
+            head.entry = entry;
+            self.heads.push(head);
+        }
+        Some(item)
+    }
+}
+
 /// The registry: in memory, optionally backed by a durable store.
 pub(crate) struct Store {
-    devices: RwLock<BTreeMap<String, DeviceEntry>>,
-    persist: Option<Persist>,
+    /// The latest published snapshot; locked only to take or to replace it.
+    current: RwLock<Snapshot>,
+    /// Serialises transactions.
+    writer: Mutex<()>,
+    persist: Option<Arc<Persist>>,
 }
 
 /// Timestamps as the service writes them in twin metadata.
@@ -53,7 +193,7 @@ fn generation_id() -> String {
 
 impl Store {
     /// A store in memory, or loaded from (and written through to) `persist`.
-    pub(crate) fn open(persist: Option<Persist>) -> Result<Self, crate::Error> {
+    pub(crate) fn open(persist: Option<Arc<Persist>>) -> Result<Self, crate::Error> {
         let mut devices = match &persist {
             Some(p) => p.load()?,
             None => BTreeMap::new(),
@@ -63,23 +203,54 @@ impl Store {
             disconnect_all(entry);
         }
         Ok(Self {
-            devices: RwLock::new(devices),
+            current: RwLock::new(Snapshot::from_map(devices)),
+            writer: Mutex::new(()),
             persist,
         })
     }
 
-    /// Read access to the registry.
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, DeviceEntry>> {
-        self.devices.read().unwrap_or_else(|e| e.into_inner())
+    /// A consistent view of the registry, unaffected by later writes.
+    pub(crate) fn read(&self) -> Snapshot {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Starts a write transaction; writers are serialised.
+    /// Starts a write transaction; writers are serialised (a writer waiting for another
+    /// waits off the async workers).
     pub(crate) fn begin(&self) -> Tx<'_> {
+        let writer = match self.writer.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                off_worker(|| self.writer.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+        };
         Tx {
-            guard: self.devices.write().unwrap_or_else(|e| e.into_inner()),
+            _writer: writer,
+            store: self,
+            base: self.read(),
             staged: BTreeMap::new(),
-            persist: self.persist.as_ref(),
             now: now_string(),
+        }
+    }
+
+    /// Publishes committed changes: only the touched shards change, copied first if a
+    /// reader still holds them.
+    fn publish(&self, staged: BTreeMap<String, Option<DeviceEntry>>) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let shards = Arc::make_mut(&mut current.0);
+        for (id, entry) in staged {
+            let shard = Arc::make_mut(&mut shards[shard_of(&id)]);
+            match entry {
+                Some(entry) => {
+                    shard.insert(Arc::from(id), Arc::new(entry));
+                }
+                None => {
+                    shard.remove(id.as_str());
+                }
+            }
         }
     }
 }
@@ -99,9 +270,13 @@ pub(crate) struct Savepoint {
 
 /// A set of changes applied together: staged on copies, made durable, then published.
 pub(crate) struct Tx<'a> {
-    guard: RwLockWriteGuard<'a, BTreeMap<String, DeviceEntry>>,
+    /// Held until the transaction ends: one writer at a time.
+    _writer: MutexGuard<'a, ()>,
+    store: &'a Store,
+    /// The registry as it was when the transaction began (writers are serialised, so it is
+    /// still the latest when it commits).
+    base: Snapshot,
     staged: BTreeMap<String, Option<DeviceEntry>>,
-    persist: Option<&'a Persist>,
     /// One timestamp for everything in the transaction.
     pub(crate) now: String,
 }
@@ -111,13 +286,13 @@ impl Tx<'_> {
     pub(crate) fn get(&self, id: &str) -> Option<&DeviceEntry> {
         match self.staged.get(id) {
             Some(staged) => staged.as_ref(),
-            None => self.guard.get(id),
+            None => self.base.get(id),
         }
     }
 
     fn get_mut(&mut self, id: &str) -> Option<&mut DeviceEntry> {
         if !self.staged.contains_key(id) {
-            let current = self.guard.get(id)?.clone();
+            let current = self.base.get(id)?.clone();
             self.staged.insert(id.to_owned(), Some(current));
         }
         self.staged.get_mut(id).and_then(Option::as_mut)
@@ -144,23 +319,28 @@ impl Tx<'_> {
         };
     }
 
-    /// Makes the staged changes durable, then visible. Nothing changes on failure.
-    pub(crate) fn commit(mut self) -> Result<(), ServiceError> {
-        if self.staged.is_empty() {
+    /// Makes the staged changes durable (syncing the disk off the async workers), then
+    /// visible. Nothing changes on failure.
+    pub(crate) fn commit(self) -> Result<(), ServiceError> {
+        let Self {
+            _writer,
+            store,
+            base,
+            staged,
+            ..
+        } = self;
+        if staged.is_empty() {
             return Ok(());
         }
-        if let Some(persist) = self.persist {
-            persist.write(&self.staged).map_err(|e| {
+        if let Some(persist) = &store.persist {
+            off_worker(|| persist.write(&staged)).map_err(|e| {
                 tracing::error!(error = %e, "durable write failed");
                 ServiceError::server_error("The write could not be stored")
             })?;
         }
-        for (id, entry) in std::mem::take(&mut self.staged) {
-            match entry {
-                Some(entry) => self.guard.insert(id, entry),
-                None => self.guard.remove(&id),
-            };
-        }
+        // Let go of the base snapshot first, so that untouched readers do not force copies.
+        drop(base);
+        store.publish(staged);
         Ok(())
     }
 
@@ -191,9 +371,21 @@ impl Tx<'_> {
         let never = Some(IotDateTime::never());
         let generation = generation_id();
         let edge = input.iot_edge;
-        let device_scope = input
-            .device_scope
-            .or_else(|| edge.then(|| format!("ms-azure-iot-edge://{id}-{generation}")));
+        let device_scope = if edge {
+            let own = format!("{EDGE_SCOPE_PREFIX}{id}-{generation}");
+            match input.device_scope.as_deref() {
+                None | Some("") => Some(own),
+                // A device exported with its scope comes back with it.
+                Some(given) if scope_owner(given) == Some(id) => Some(given.to_owned()),
+                Some(given) => return Err(edge_scope_fixed(id, given)),
+            }
+        } else {
+            match input.device_scope.as_deref() {
+                None | Some("") => None,
+                Some(given) => Some(self.edge_scope(given, id)?),
+            }
+        };
+        let parent_scopes = self.parent_scopes(id, input.parent_scopes, &[])?;
         let device = wire::Device {
             authentication: Some(input.authentication),
             capabilities: Some(wire::DeviceCapabilities {
@@ -207,7 +399,7 @@ impl Tx<'_> {
             etag: Some(identity_etag()),
             generation_id: Some(generation),
             last_activity_time: never,
-            parent_scopes: input.parent_scopes,
+            parent_scopes,
             status: Some(input.status),
             status_reason: input.status_reason,
             status_updated_time: never,
@@ -228,19 +420,59 @@ impl Tx<'_> {
         Ok(device)
     }
 
+    /// `scope` when it is the device scope of an existing IoT Edge device other than `id`.
+    fn edge_scope(&self, scope: &str, id: &str) -> Result<String, ServiceError> {
+        let owner = scope_owner(scope).filter(|&owner| owner != id);
+        let is_edge_scope = owner
+            .and_then(|owner| self.get(owner))
+            .is_some_and(|e| is_edge(&e.device) && e.device.device_scope.as_deref() == Some(scope));
+        if is_edge_scope {
+            Ok(scope.to_owned())
+        } else {
+            Err(ServiceError::argument_invalid(format!(
+                "The scope '{scope}' is not the device scope of an existing IoT Edge device"
+            )))
+        }
+    }
+
+    /// The parent scopes a write leaves: none given keeps `current` (SDKs send the whole
+    /// device back, or leave the field out); the current ones again are kept; new ones must
+    /// each be an existing IoT Edge device's scope.
+    fn parent_scopes(
+        &self,
+        id: &str,
+        given: Vec<String>,
+        current: &[String],
+    ) -> Result<Vec<String>, ServiceError> {
+        if given.is_empty() || given == current {
+            return Ok(current.to_vec());
+        }
+        given
+            .into_iter()
+            .map(|scope| self.edge_scope(&scope, id))
+            .collect()
+    }
+
     fn update_device(
         &mut self,
         id: &str,
         input: DeviceInput,
         cond: &IfMatch,
     ) -> Result<wire::Device, ServiceError> {
-        let entry = self.device_mut(id)?;
-        let current = entry.device.etag.clone().unwrap_or_default();
-        if !cond.matches(&current) {
+        let current = self
+            .get(id)
+            .ok_or_else(|| ServiceError::device_not_found(id))?
+            .device
+            .clone();
+        let etag = current.etag.clone().unwrap_or_default();
+        if !cond.matches(&etag) {
             return Err(ServiceError::precondition_failed(format!(
                 "Precondition failed: the etag does not match the device's current etag. Device: {id}"
             )));
         }
+        let device_scope = self.next_scope(id, &current, &input)?;
+        let parent_scopes = self.parent_scopes(id, input.parent_scopes, &current.parent_scopes)?;
+        let entry = self.device_mut(id)?;
         let d = &mut entry.device;
         if d.status.as_ref() != Some(&input.status) {
             d.status_updated_time = Some(IotDateTime::from(Utc::now()));
@@ -251,12 +483,46 @@ impl Tx<'_> {
         d.capabilities = Some(wire::DeviceCapabilities {
             iot_edge: Some(input.iot_edge),
         });
-        if input.device_scope.is_some() {
-            d.device_scope = input.device_scope;
-        }
-        d.parent_scopes = input.parent_scopes;
+        d.device_scope = device_scope;
+        d.parent_scopes = parent_scopes;
         d.etag = Some(identity_etag());
         Ok(d.clone())
+    }
+
+    /// The device scope after an update. An IoT Edge device's scope is its own, set by the
+    /// hub and never changed; a leaf device's is empty or an existing edge device's scope. A
+    /// write that leaves the scope out, or repeats the current one, keeps it.
+    fn next_scope(
+        &self,
+        id: &str,
+        current: &wire::Device,
+        input: &DeviceInput,
+    ) -> Result<Option<String>, ServiceError> {
+        let current_scope = current.device_scope.as_deref().filter(|s| !s.is_empty());
+        let own_scope = current_scope.filter(|&s| scope_owner(s) == Some(id));
+        let given = input.device_scope.as_deref();
+        if input.iot_edge {
+            let own = match own_scope {
+                Some(own) => own.to_owned(),
+                None => format!(
+                    "{EDGE_SCOPE_PREFIX}{id}-{}",
+                    current.generation_id.as_deref().unwrap_or_default()
+                ),
+            };
+            return match given {
+                None | Some("") => Ok(Some(own)),
+                Some(g) if g == own || Some(g) == current_scope => Ok(Some(own)),
+                Some(g) => Err(edge_scope_fixed(id, g)),
+            };
+        }
+        // A leaf keeps a parent's scope, never its own (from when it was an edge device).
+        let kept = current_scope.filter(|_| own_scope.is_none());
+        match given {
+            None => Ok(kept.map(str::to_owned)),
+            Some("") => Ok(None),
+            Some(g) if Some(g) == current_scope => Ok(kept.map(str::to_owned)),
+            Some(g) => self.edge_scope(g, id).map(Some),
+        }
     }
 
     /// DELETE /devices/{id}.
@@ -507,6 +773,28 @@ impl Tx<'_> {
         }
         self.update_twin(id, mid, &change, false, cond).map(drop)
     }
+}
+
+fn is_edge(device: &wire::Device) -> bool {
+    device
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.iot_edge)
+        .unwrap_or(false)
+}
+
+/// The device id in an edge device scope (`ms-azure-iot-edge://{id}-{number}`).
+fn scope_owner(scope: &str) -> Option<&str> {
+    let rest = scope.strip_prefix(EDGE_SCOPE_PREFIX)?;
+    let (id, number) = rest.rsplit_once('-')?;
+    (!id.is_empty() && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(id)
+}
+
+fn edge_scope_fixed(id: &str, given: &str) -> ServiceError {
+    ServiceError::argument_invalid(format!(
+        "The deviceScope of IoT Edge device '{id}' is set by the hub and cannot be changed to '{given}'"
+    ))
 }
 
 fn twin_mut<'e>(

@@ -40,15 +40,20 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::hub::{Hub, now};
 
-const DEVICEBOUND: &str = "/messages/devicebound";
-const SAS_TYPE: &str = "servicebus.windows.net:sastoken";
+pub(crate) const DEVICEBOUND: &str = "/messages/devicebound";
+pub(crate) const SAS_TYPE: &str = "servicebus.windows.net:sastoken";
 
 // ---------------------------------------------------------------------------------------
 // Connecting
 
 fn client_tls(emu: &Emulator) -> TlsConnector {
+    client_tls_trusting(emu.ca_certificate_pem().unwrap())
+}
+
+/// A TLS connector trusting the CA in `ca_pem`.
+pub(crate) fn client_tls_trusting(ca_pem: &str) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(emu.ca_certificate_pem().unwrap().as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -70,7 +75,10 @@ async fn amqps(emu: &Emulator) -> TlsStream<TcpStream> {
     tls_to(emu, emu.amqp_addr().unwrap()).await
 }
 
-async fn open_on<Io>(io: Io, sasl: Option<SaslProfile>) -> Result<ConnectionHandle<()>, OpenError>
+pub(crate) async fn open_on<Io>(
+    io: Io,
+    sasl: Option<SaslProfile>,
+) -> Result<ConnectionHandle<()>, OpenError>
 where
     Io: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
@@ -103,19 +111,19 @@ fn owner_token(emu: &Emulator) -> String {
 }
 
 /// The two `$cbs` links of a session.
-struct Cbs {
+pub(crate) struct Cbs {
     sender: Sender,
     receiver: Receiver,
 }
 
-struct CbsReply {
-    status: Option<SimpleValue>,
-    description: Option<String>,
+pub(crate) struct CbsReply {
+    pub(crate) status: Option<SimpleValue>,
+    pub(crate) description: Option<String>,
     correlation_id: Option<MessageId>,
 }
 
 impl Cbs {
-    async fn attach(session: &mut SessionHandle<()>) -> Self {
+    pub(crate) async fn attach(session: &mut SessionHandle<()>) -> Self {
         let sender = Sender::attach(session, "cbs-sender", "$cbs").await.unwrap();
         let receiver = Receiver::builder()
             .name("cbs-receiver")
@@ -127,7 +135,7 @@ impl Cbs {
         Self { sender, receiver }
     }
 
-    async fn put_token(&mut self, id: MessageId, kind: &str, token: &str) -> CbsReply {
+    pub(crate) async fn put_token(&mut self, id: MessageId, kind: &str, token: &str) -> CbsReply {
         let request = Message::builder()
             .properties(
                 Properties::builder()
@@ -206,7 +214,7 @@ fn c2d(to: &str, body: &[u8]) -> Message<Data> {
 }
 
 /// A message to a device with its own id, asking for `ack` feedback.
-fn acked(device: &str, body: &[u8], id: &str, ack: &str) -> Message<Data> {
+pub(crate) fn acked(device: &str, body: &[u8], id: &str, ack: &str) -> Message<Data> {
     let mut message = c2d(&to(device), body);
     message.properties.as_mut().unwrap().message_id = Some(MessageId::String(id.into()));
     message.application_properties = Some(
@@ -222,7 +230,7 @@ fn to(device: &str) -> String {
 }
 
 /// The rejection condition of an outcome, or None when it was accepted.
-fn rejection(outcome: &Outcome) -> Option<ErrorCondition> {
+pub(crate) fn rejection(outcome: &Outcome) -> Option<ErrorCondition> {
     match outcome {
         Outcome::Accepted(_) => None,
         Outcome::Rejected(r) => Some(
@@ -746,7 +754,9 @@ async fn message_properties_land_in_the_queue() {
 // ---------------------------------------------------------------------------------------
 // Feedback and file notifications
 
-async fn next_json(receiver: &mut Receiver) -> (fe2o3_amqp::Delivery<Body<Value>>, Json) {
+pub(crate) async fn next_json(
+    receiver: &mut Receiver,
+) -> (fe2o3_amqp::Delivery<Body<Value>>, Json) {
     let delivery = tokio::time::timeout(Duration::from_secs(5), receiver.recv::<Body<Value>>())
         .await
         .expect("a message from the hub")
@@ -972,6 +982,184 @@ async fn silent_connections_are_closed_after_the_idle_timeout_but_heartbeats_kee
         .unwrap();
     assert_eq!(send(&mut sender, c2d(&to("dev1"), b"x")).await, None);
     alive.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits: what a connection may hold, and how much the hub keeps
+
+/// Waits (at most 10 s) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Nothing the emulator counts as open is left.
+async fn all_freed(emu: &Emulator) {
+    eventually("every connection, session and link freed", || {
+        (
+            emu.amqp_open_connections(),
+            emu.amqp_open_sessions(),
+            emu.amqp_open_links(),
+        ) == (0, 0, 0)
+    })
+    .await;
+}
+
+async fn closed_with(connection: &mut ConnectionHandle<()>) -> ErrorCondition {
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.on_close())
+        .await
+        .expect("closed by the hub");
+    match closed {
+        Err(fe2o3_amqp::connection::Error::RemoteClosedWithError(e)) => e.condition,
+        other => panic!("expected a close with an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_connection_without_a_token_is_closed_at_the_deadline_and_freed() {
+    let hub = Hub::with(Emulator::builder().amqp_auth_timeout(Duration::from_secs(1))).await;
+    // Heartbeats (fe2o3 sends them) keep it from idling out; links do not authenticate it.
+    let mut connection = open(&hub.emu, Some(SaslProfile::Anonymous)).await;
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut links = Vec::new();
+    for i in 0..3 {
+        links.push(
+            Sender::attach(&mut session, format!("l{i}"), DEVICEBOUND)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(hub.emu.amqp_open_links() >= 3);
+    assert_eq!(hub.emu.amqp_open_connections(), 1);
+    assert_eq!(closed_with(&mut connection).await, UNAUTHORIZED);
+    all_freed(&hub.emu).await;
+
+    // With a token in time, the deadline does not apply.
+    let (mut connection, _links, mut sender) = authorized_sender(&hub).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    hub.create("dev1").await;
+    assert_eq!(send(&mut sender, c2d(&to("dev1"), b"x")).await, None);
+    connection.close().await.unwrap();
+    all_freed(&hub.emu).await;
+}
+
+#[tokio::test]
+async fn one_link_or_session_too_many_closes_the_connection() {
+    let hub = Hub::with(
+        Emulator::builder()
+            .amqp_max_links_per_connection(4)
+            .amqp_max_sessions_per_connection(2),
+    )
+    .await;
+    // $cbs (two links) and the sender: three links, then one more is allowed.
+    let (mut connection, (mut session, _cbs), _sender) = authorized_sender(&hub).await;
+    let _fourth = Sender::attach(&mut session, "fourth", DEVICEBOUND)
+        .await
+        .unwrap();
+    let fifth = tokio::time::timeout(
+        Duration::from_secs(10),
+        Sender::attach(&mut session, "fifth", DEVICEBOUND),
+    )
+    .await
+    .expect("the attach is answered or the connection closed");
+    assert!(fifth.is_err(), "a fifth link is not attached");
+    assert_eq!(
+        closed_with(&mut connection).await,
+        ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded)
+    );
+    all_freed(&hub.emu).await;
+
+    let mut connection = open(&hub.emu, None).await;
+    let _one = Session::begin(&mut connection).await.unwrap();
+    let _two = Session::begin(&mut connection).await.unwrap();
+    let _three = tokio::time::timeout(Duration::from_secs(10), Session::begin(&mut connection))
+        .await
+        .expect("the begin is answered or the connection closed");
+    assert_eq!(
+        closed_with(&mut connection).await,
+        ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded)
+    );
+    all_freed(&hub.emu).await;
+}
+
+#[tokio::test]
+async fn the_queues_together_hold_at_most_their_byte_budget() {
+    let hub = Hub::with(Emulator::builder().c2d_max_total_bytes(100_000)).await;
+    for d in ["d1", "d2"] {
+        hub.create(d).await;
+    }
+    let (mut connection, _links, mut sender) = authorized_sender(&hub).await;
+    let body = vec![7u8; 60_000];
+    assert_eq!(send(&mut sender, c2d(&to("d1"), &body)).await, None);
+    // Another device, its own queue empty: the hub's budget is spent all the same.
+    assert_eq!(
+        send(&mut sender, c2d(&to("d2"), &body)).await,
+        Some(ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded))
+    );
+    assert_eq!(hub.emu.c2d_pending("d2", None), 0);
+    // Once d1's message is done, there is room again.
+    let received = hub.emu.receive_c2d("d1", None).unwrap();
+    assert!(hub.emu.complete_c2d(&received.lock_token));
+    assert_eq!(send(&mut sender, c2d(&to("d2"), &body)).await, None);
+    // The record of accepted messages keeps within the budget too.
+    let kept: usize = hub.emu.c2d_messages().iter().map(|m| m.body.len()).sum();
+    assert!(kept <= 100_000, "{kept}");
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn feedback_nobody_receives_expires() {
+    let hub = Hub::with(Emulator::builder().feedback_ttl(Duration::from_secs(1))).await;
+    hub.create("dev1").await;
+    let (mut connection, _links, mut sender) = authorized_sender(&hub).await;
+    let message = acked("dev1", b"x", "fb-ttl", "full");
+    assert_eq!(rejection(&sender.send(message).await.unwrap()), None);
+    let received = hub.emu.receive_c2d("dev1", None).unwrap();
+    assert!(hub.emu.complete_c2d(&received.lock_token));
+    assert_eq!(hub.emu.feedback_pending(), 1);
+    eventually("the feedback record expired", || {
+        hub.emu.feedback_pending() == 0
+    })
+    .await;
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn feedback_is_offered_again_after_its_lock_and_at_most_max_delivery_count_times() {
+    let hub = Hub::with(
+        Emulator::builder()
+            .feedback_lock_duration(Duration::from_secs(1))
+            .feedback_max_delivery_count(2),
+    )
+    .await;
+    hub.create("dev1").await;
+    let (mut connection, (mut session, _cbs), mut sender) = authorized_sender(&hub).await;
+    let message = acked("dev1", b"x", "fb-lock", "full");
+    assert_eq!(rejection(&sender.send(message).await.unwrap()), None);
+    let received = hub.emu.receive_c2d("dev1", None).unwrap();
+    assert!(hub.emu.complete_c2d(&received.lock_token));
+
+    let mut feedback = Receiver::attach(&mut session, "fb", "/messages/serviceBound/feedback")
+        .await
+        .unwrap();
+    // Not settled: after the lock duration it comes again on the same link.
+    let (first, batch) = next_json(&mut feedback).await;
+    assert_eq!(batch[0]["originalMessageId"], "fb-lock");
+    let (second, again) = next_json(&mut feedback).await;
+    assert_eq!(again, batch);
+    // Offered twice, the maximum: it is gone.
+    eventually("the record was dropped after its deliveries", || {
+        hub.emu.feedback_pending() == 0
+    })
+    .await;
+    let third =
+        tokio::time::timeout(Duration::from_millis(2500), feedback.recv::<Body<Value>>()).await;
+    assert!(third.is_err(), "no third delivery");
+    drop((first, second));
+    connection.close().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------

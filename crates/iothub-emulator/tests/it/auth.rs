@@ -166,3 +166,88 @@ async fn secondary_keys_custom_policies_and_bearer_tokens() {
             .contains("SharedAccessKeyName=ops")
     );
 }
+
+/// A SAS token of the `iothubowner` policy whose `sr` is `resource` (host and path), encoded
+/// as the SDKs encode it for HTTP.
+fn token_for_resource(hub: &Hub, resource: &str) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let p = hub
+        .emu
+        .policies()
+        .iter()
+        .find(|p| p.name == "iothubowner")
+        .unwrap();
+    let sr: String =
+        percent_encoding::utf8_percent_encode(resource, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let se = now() + 600;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&p.primary_key)
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{sr}\n{se}").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let sig: String =
+        percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC).to_string();
+    format!("SharedAccessSignature sr={sr}&sig={sig}&se={se}&skn=iothubowner")
+}
+
+#[tokio::test]
+async fn a_token_is_accepted_only_for_resources_under_its_sr() {
+    let hub = Hub::start().await;
+    hub.create("x").await;
+    hub.create("y").await;
+    let host = hub.emu.host().to_owned();
+    let for_x = token_for_resource(&hub, &format!("{host}/devices/x"));
+    assert_eq!(get_with(&hub, "/devices/x", Some(&for_x)).await.status, 200);
+    assert_eq!(
+        get_with(&hub, "/devices/x/modules", Some(&for_x))
+            .await
+            .status,
+        200
+    );
+    for elsewhere in [
+        "/devices/y",
+        "/devices/xy",
+        "/devices",
+        "/statistics/devices",
+        "/twins/y",
+    ] {
+        let r = get_with(&hub, elsewhere, Some(&for_x)).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (401, "IotHubUnauthorizedAccess"),
+            "{elsewhere}"
+        );
+    }
+    // A token for every device reaches each of them, and nothing else.
+    let for_devices = token_for_resource(&hub, &format!("{host}/devices"));
+    assert_eq!(
+        get_with(&hub, "/devices/y", Some(&for_devices))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get_with(&hub, "/devices", Some(&for_devices)).await.status,
+        200
+    );
+    assert_eq!(
+        get_with(&hub, "/statistics/devices", Some(&for_devices))
+            .await
+            .status,
+        401
+    );
+    // The hub itself, with a scheme or a trailing slash: everywhere.
+    for hub_level in [host.clone(), format!("https://{host}/"), format!("{host}/")] {
+        let t = token_for_resource(&hub, &hub_level);
+        for path in ["/devices/y", "/statistics/devices"] {
+            assert_eq!(
+                get_with(&hub, path, Some(&t)).await.status,
+                200,
+                "{hub_level} {path}"
+            );
+        }
+    }
+}

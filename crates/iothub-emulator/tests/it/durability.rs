@@ -14,20 +14,27 @@ struct Started {
     base_url: String,
     connection_string: String,
     ca_path: String,
+    amqp_addr: std::net::SocketAddr,
 }
 
 /// Starts the binary on a free port and reads what it prints.
 fn start_binary(data_dir: &std::path::Path) -> Started {
     let mut child = Command::new(env!("CARGO_BIN_EXE_iothub-emulator"))
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--amqp-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base_url, mut cs, mut ca) = (None, None, None);
-    while base_url.is_none() || cs.is_none() || ca.is_none() {
+    let (mut base_url, mut cs, mut ca, mut amqp) = (None, None, None, None);
+    while base_url.is_none() || cs.is_none() || ca.is_none() || amqp.is_none() {
         let line = lines
             .next()
             .expect("the emulator printed its settings")
@@ -38,6 +45,8 @@ fn start_binary(data_dir: &std::path::Path) -> Started {
             cs = Some(v.to_owned());
         } else if let Some(v) = line.strip_prefix("CA certificate: ") {
             ca = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("AMQP endpoint: amqps://") {
+            amqp = v.split_whitespace().next().and_then(|a| a.parse().ok());
         }
     }
     Started {
@@ -45,6 +54,7 @@ fn start_binary(data_dir: &std::path::Path) -> Started {
         base_url: base_url.unwrap(),
         connection_string: cs.unwrap(),
         ca_path: ca.unwrap(),
+        amqp_addr: amqp.unwrap(),
     }
 }
 
@@ -147,4 +157,154 @@ async fn the_library_restarts_from_its_data_directory() {
     assert_eq!(r.status, 200);
     // Nothing is connected to a freshly started hub.
     assert_eq!(r.body["connectionState"], "Disconnected");
+}
+
+/// An AMQP connection to a started binary, authorized with its connection string's policy.
+async fn amqp_session(
+    started: &Started,
+) -> (
+    fe2o3_amqp::connection::ConnectionHandle<()>,
+    fe2o3_amqp::session::SessionHandle<()>,
+    crate::amqp::Cbs,
+) {
+    use fe2o3_amqp::types::messaging::MessageId;
+    use fe2o3_amqp::types::primitives::SimpleValue;
+    let ca = std::fs::read_to_string(&started.ca_path).unwrap();
+    let tcp = tokio::net::TcpStream::connect(started.amqp_addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = crate::amqp::client_tls_trusting(&ca)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut connection = crate::amqp::open_on(tls, None).await.unwrap();
+    let mut session = fe2o3_amqp::Session::begin(&mut connection).await.unwrap();
+    let field = |name: &str| {
+        started
+            .connection_string
+            .split(';')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap()
+            .to_owned()
+    };
+    let host: iothub_auth::HostName = field("HostName").parse().unwrap();
+    let key = iothub_auth::SharedAccessKey::new(&field("SharedAccessKey")).unwrap();
+    let token = iothub_auth::SasToken::for_amqp(
+        &host,
+        &field("SharedAccessKeyName"),
+        &key,
+        crate::hub::now() + 3600,
+    )
+    .as_secret()
+    .expose_secret()
+    .to_owned();
+    let mut cbs = crate::amqp::Cbs::attach(&mut session).await;
+    let reply = cbs
+        .put_token(MessageId::Ulong(0), crate::amqp::SAS_TYPE, &token)
+        .await;
+    assert_eq!(reply.status, Some(SimpleValue::Int(200)));
+    (connection, session, cbs)
+}
+
+#[tokio::test]
+async fn queued_messages_and_pending_feedback_survive_kill_dash_nine() {
+    use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition};
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_binary(dir.path());
+    let http = client(&first.ca_path);
+    let auth = token(&first.connection_string).await;
+    let api = "api-version=2021-04-12";
+    let r = http
+        .put(format!("{}/devices/q?{api}", first.base_url))
+        .header("authorization", &auth)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (connection, mut session, _cbs) = amqp_session(&first).await;
+    let mut sender = fe2o3_amqp::Sender::attach(&mut session, "c2d", crate::amqp::DEVICEBOUND)
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let message = crate::amqp::acked("q", b"kept", &format!("m{i}"), "full");
+        let outcome = sender.send(message).await.unwrap();
+        assert_eq!(crate::amqp::rejection(&outcome), None, "message {i}");
+    }
+    // The device takes one and completes it: a feedback record waits for the service.
+    let r = http
+        .post(format!(
+            "{}/_emulator/devices/q/messages/receive",
+            first.base_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let received: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(received["message"]["messageId"], "m0");
+    let lock = received["lockToken"].as_str().unwrap();
+    let r = http
+        .post(format!(
+            "{}/_emulator/messages/{lock}/complete",
+            first.base_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    drop((sender, session));
+    drop(connection);
+    // SIGKILL: no chance to flush anything.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let mut second = start_binary(dir.path());
+    let http = client(&second.ca_path);
+    let auth = token(&second.connection_string).await;
+    let r = http
+        .get(format!("{}/devices/q?{api}", second.base_url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let device: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(device["cloudToDeviceMessageCount"], 49, "{device}");
+    let (mut connection, mut session, _cbs) = amqp_session(&second).await;
+    let mut sender = fe2o3_amqp::Sender::attach(&mut session, "c2d", crate::amqp::DEVICEBOUND)
+        .await
+        .unwrap();
+    // The queue is as full as it was: one more fits, then it is full.
+    let message = crate::amqp::acked("q", b"new", "m50", "none");
+    assert_eq!(
+        crate::amqp::rejection(&sender.send(message).await.unwrap()),
+        None
+    );
+    let message = crate::amqp::acked("q", b"new", "m51", "none");
+    assert_eq!(
+        crate::amqp::rejection(&sender.send(message).await.unwrap()),
+        Some(ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded))
+    );
+    // The next message the device gets is the oldest left, and the feedback is there.
+    let r = http
+        .post(format!(
+            "{}/_emulator/devices/q/messages/receive",
+            second.base_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let received: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(received["message"]["messageId"], "m1");
+    let mut feedback =
+        fe2o3_amqp::Receiver::attach(&mut session, "fb", "/messages/servicebound/feedback")
+            .await
+            .unwrap();
+    let (delivery, batch) = crate::amqp::next_json(&mut feedback).await;
+    assert_eq!(batch[0]["originalMessageId"], "m0");
+    assert_eq!(batch[0]["statusCode"], "Success");
+    feedback.accept(&delivery).await.unwrap();
+    connection.close().await.unwrap();
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
 }

@@ -3,13 +3,22 @@
 
 mod amqp;
 mod auth;
+mod auth_first;
+mod binary;
+mod connections;
+mod control_access;
+mod data_dir;
 mod durability;
 mod entra;
 mod faults;
 mod hub;
 mod interop;
+mod limits;
 mod methods;
 mod query;
 mod registry;
+mod request_log;
+mod soak;
 mod tls;
 mod twins;
+mod unemulated;

@@ -216,6 +216,142 @@ async fn list_respects_top_and_the_cap() {
 }
 
 #[tokio::test]
+async fn top_outside_one_to_a_thousand_means_a_thousand() {
+    let hub = Hub::start().await;
+    for i in 0..3 {
+        hub.create(&format!("d{i}")).await;
+    }
+    for top in ["0", "-1", "1001", "-99999999999999999999"] {
+        let r = hub
+            .call(Method::GET, &format!("/devices?top={top}"), None)
+            .await;
+        assert_eq!(r.status, 200, "top={top}: {}", r.raw);
+        assert_eq!(r.body.as_array().unwrap().len(), 3, "top={top}");
+    }
+}
+
+#[tokio::test]
+async fn device_scopes_follow_the_edge_hierarchy() {
+    let hub = Hub::start().await;
+    let put = |id: &'static str, body: serde_json::Value, etag: Option<&'static str>| {
+        let hub = &hub;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                etag.map(|e| vec![("if-match", e)]).unwrap_or_default();
+            hub.call_with(Method::PUT, &format!("/devices/{id}"), Some(body), &headers)
+                .await
+        }
+    };
+    let edge = put("edge", json!({"capabilities": {"iotEdge": true}}), None).await;
+    let scope = edge.body["deviceScope"].as_str().unwrap().to_owned();
+    let other = put("edge2", json!({"capabilities": {"iotEdge": true}}), None).await;
+    let other_scope = other.body["deviceScope"].as_str().unwrap().to_owned();
+    hub.create("plain").await;
+
+    // An edge device's scope cannot be replaced, by any value.
+    for bad in [
+        other_scope.as_str(),
+        "ms-azure-iot-edge://edge-1",
+        "anything",
+    ] {
+        let r = put(
+            "edge",
+            json!({"capabilities": {"iotEdge": true}, "deviceScope": bad}),
+            Some("*"),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "ArgumentInvalid"),
+            "{bad}: {}",
+            r.raw
+        );
+    }
+    // Repeating it, or leaving it out, keeps it (SDKs send the whole device back).
+    for body in [
+        json!({"capabilities": {"iotEdge": true}, "deviceScope": scope}),
+        json!({"capabilities": {"iotEdge": true}, "status": "disabled"}),
+    ] {
+        let r = put("edge", body, Some("*")).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        assert_eq!(r.body["deviceScope"], scope.as_str());
+    }
+
+    // A leaf's scope (and parent scopes) must be an existing edge device's scope.
+    for bad in [
+        "anything",
+        "ms-azure-iot-edge://nobody-1",
+        "ms-azure-iot-edge://plain-1",
+    ] {
+        let r = put("leaf", json!({"deviceScope": bad}), None).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "ArgumentInvalid"),
+            "{bad}"
+        );
+        let r = put("leaf", json!({"parentScopes": [bad]}), None).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "ArgumentInvalid"),
+            "{bad}"
+        );
+    }
+    let r = put(
+        "leaf",
+        json!({"deviceScope": scope, "parentScopes": [scope]}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.body["parentScopes"], json!([scope]));
+    // Kept when left out or repeated; moved to another edge device; not set to junk.
+    let r = put("leaf", json!({"status": "disabled"}), Some("*")).await;
+    assert_eq!(
+        (
+            r.body["deviceScope"].as_str(),
+            r.body["parentScopes"].clone()
+        ),
+        (Some(scope.as_str()), json!([scope]))
+    );
+    let r = put(
+        "leaf",
+        json!({"deviceScope": scope, "parentScopes": [scope]}),
+        Some("*"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let r = put("leaf", json!({"deviceScope": "junk"}), Some("*")).await;
+    assert_eq!(r.status, 400, "{}", r.raw);
+    let r = put(
+        "leaf",
+        json!({"deviceScope": other_scope, "parentScopes": [other_scope]}),
+        Some("*"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.body["deviceScope"], other_scope.as_str());
+    // A nested edge device names its parent in parentScopes.
+    let r = put(
+        "child-edge",
+        json!({"capabilities": {"iotEdge": true}, "parentScopes": [scope]}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.body["parentScopes"], json!([scope]));
+    // Bulk follows the same rules.
+    let r = hub
+        .call(
+            Method::POST,
+            "/devices",
+            Some(json!([{"id": "bulk-leaf", "importMode": "create", "deviceScope": "junk"}])),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.raw);
+    assert_eq!(r.body["errors"][0]["errorCode"], "ArgumentInvalid");
+}
+
+#[tokio::test]
 async fn modules_and_edge_devices() {
     let hub = Hub::start().await;
     hub.create("d").await;
