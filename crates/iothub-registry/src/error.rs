@@ -136,6 +136,16 @@ pub enum Error {
         location: Option<String>,
     },
 
+    /// A success response that lacks what the operation needs: a feedback batch without its
+    /// lock token (the `ETag` header). The hub did what it answered; the answer cannot be used.
+    #[error("the IoT Hub's {status} response cannot be used: {reason}")]
+    Protocol {
+        /// The status of the response.
+        status: u16,
+        /// What is missing or wrong.
+        reason: String,
+    },
+
     /// The credential could not produce a token (e.g. Azure AD failure, expired fixed SAS), or
     /// a connection string, host name or key given to the credential was not usable.
     #[error("the IoT Hub credential could not be used")]
@@ -280,9 +290,9 @@ impl Error {
             Error::Service(service) => Some(service.status()),
             Error::Decode { status, .. } if *status != 0 => Some(*status),
             Error::Transport { source } => source.status().map(|status| status.as_u16()),
-            Error::ResponseTooLarge { status, .. } | Error::Redirect { status, .. } => {
-                Some(*status)
-            }
+            Error::ResponseTooLarge { status, .. }
+            | Error::Redirect { status, .. }
+            | Error::Protocol { status, .. } => Some(*status),
             Error::MaybeApplied { error, .. } => error.status(),
             _ => None,
         }

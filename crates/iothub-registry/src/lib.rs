@@ -4,9 +4,12 @@ mod bulk;
 pub mod bulk_entry;
 #[cfg(feature = "amqp")]
 pub mod c2d;
+mod configuration_builder;
+mod configurations;
 mod devices;
 mod error;
 mod etag;
+pub mod feedback;
 mod identity;
 mod ids;
 mod manager;
@@ -22,9 +25,12 @@ pub use iothub_rest_gen::IotDateTime;
 pub use iothub_rest_gen::types as models;
 
 pub use bulk::{Bulk, BulkProgress, BulkReport, FailedChunk, MAX_BULK_DEVICES};
+pub use configuration_builder::{ConfigurationBuilder, EDGE_AGENT, EDGE_HUB};
+pub use configurations::ConfigurationManager;
 pub use devices::MAX_DEVICES_PER_LIST;
 pub use error::{Error, Result, ServiceError};
 pub use etag::{ETag, IfMatch};
+pub use feedback::HttpRuntimeManager;
 pub use identity::{DeviceOptions, SasKeys, X509Thumbprints};
 // Declared where the HTTP client is built; `RegistryManagerBuilder::connect_timeout` defaults
 // to it.

@@ -35,12 +35,13 @@ pub enum RetryClass {
 ///
 /// | operation | kind |
 /// |---|---|
-/// | `get_device`, `get_devices`, `get_module`, `get_modules`, `get_twin`, `get_module_twin`, `get_device_registry_statistics`, `get_service_statistics` | [`Read`](Self::Read) |
+/// | `get_device`, `get_devices`, `get_module`, `get_modules`, `get_twin`, `get_module_twin`, `get_device_registry_statistics`, `get_service_statistics`; `get_configuration`, `get_configurations`, `test_configuration_queries` (a `POST` that changes nothing) | [`Read`](Self::Read) |
 /// | `query_iot_hub` (and every page of [`query`](crate::RegistryManager::query)) | [`Query`](Self::Query) |
-/// | `delete_device`, `delete_module` (with or without an etag) | [`Delete`](Self::Delete) |
-/// | `update_*` and `replace_*`, `update_twin`, `update_module_twin` with an etag | [`ConditionalWrite`](Self::ConditionalWrite) |
-/// | the same with [`IfMatch::Any`](crate::IfMatch::Any); `purge_c2d_queue`; `send_c2d_message` | [`UnconditionalWrite`](Self::UnconditionalWrite) |
-/// | `create_device_with_*`, `create_module_with_*` | [`Create`](Self::Create) |
+/// | `delete_device`, `delete_module`, `delete_configuration` (with or without an etag); `complete_feedback_notification` (the lock token is spent by the first completion) | [`Delete`](Self::Delete) |
+/// | `update_*` and `replace_*`, `update_twin`, `update_module_twin`, `update_configuration` with an etag; `abandon_feedback_notification` (conditional on its lock token) | [`ConditionalWrite`](Self::ConditionalWrite) |
+/// | the same with [`IfMatch::Any`](crate::IfMatch::Any); `purge_c2d_queue`; `send_c2d_message`; `apply_configuration_on_edge_device` | [`UnconditionalWrite`](Self::UnconditionalWrite) |
+/// | `create_device_with_*`, `create_module_with_*`, `create_configuration` | [`Create`](Self::Create) |
+/// | `receive_feedback_notification` | [`Receive`](Self::Receive) |
 /// | `invoke_device_method`, `invoke_device_module_method` | [`DirectMethod`](Self::DirectMethod) |
 /// | `bulk_create_or_update_devices` (and every call of [`bulk`](crate::RegistryManager::bulk)) | the least repeatable kind among its entries: [`UnconditionalWrite`](Self::UnconditionalWrite) if one is a forced update (or has no mode), else [`Create`](Self::Create) if one creates, else [`ConditionalWrite`](Self::ConditionalWrite) if one is conditional on an etag, else [`Delete`](Self::Delete) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +66,12 @@ pub enum OperationKind {
     UnconditionalWrite,
     /// Runs code on a device. Repeated, it runs again.
     DirectMethod,
+    /// Locks the next batch of a queue for the caller (HTTP feedback). Repeated after its first
+    /// attempt was applied, it locks the batch after; the first one, locked for nobody, returns
+    /// to the queue when its lock expires. Nothing is lost or settled twice, so it is repeated;
+    /// but it changes the queue, so a failure after an ambiguous attempt is reported as
+    /// [`Error::MaybeApplied`](crate::Error::MaybeApplied).
+    Receive,
 }
 
 impl OperationKind {
@@ -74,7 +81,8 @@ impl OperationKind {
     ///   operation may be repeated.
     /// - After [`RetryClass::MaybePerformed`] (it may have been applied), only what repeating
     ///   cannot change: [`Read`](Self::Read), [`Query`](Self::Query),
-    ///   [`Delete`](Self::Delete) and [`ConditionalWrite`](Self::ConditionalWrite).
+    ///   [`Delete`](Self::Delete), [`ConditionalWrite`](Self::ConditionalWrite) and
+    ///   [`Receive`](Self::Receive).
     /// - After [`RetryClass::Permanent`], never.
     ///
     /// ```
@@ -94,12 +102,13 @@ impl OperationKind {
         }
     }
 
-    /// Whether repeating it after it was applied changes nothing: reads, queries, deletes and
-    /// writes conditional on an etag.
+    /// Whether repeating it after it was applied changes nothing that matters: reads, queries,
+    /// deletes, writes conditional on an etag, and receives (the batch a lost answer locked
+    /// comes back when its lock expires).
     pub fn repeats_harmlessly(self) -> bool {
         matches!(
             self,
-            Self::Read | Self::Query | Self::Delete | Self::ConditionalWrite
+            Self::Read | Self::Query | Self::Delete | Self::ConditionalWrite | Self::Receive
         )
     }
 
@@ -440,6 +449,7 @@ mod tests {
             (Create, false, true),
             (UnconditionalWrite, false, true),
             (DirectMethod, false, true),
+            (Receive, true, true),
         ];
         for (kind, after_maybe, changes) in table {
             assert!(kind.may_repeat(NOT_PERFORMED), "{kind:?}");

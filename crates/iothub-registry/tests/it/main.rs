@@ -2,6 +2,7 @@
 
 mod behaviour;
 mod bounded;
+mod configurations;
 mod construction;
 mod outcomes;
 mod tracing;
