@@ -112,8 +112,8 @@ impl RegistryManager {
         }
     }
 
-    /// The generated REST client, authenticated the same way, for operations this type does
-    /// not wrap (configurations, jobs, digital twins).
+    /// The generated REST client, authenticated the same way, for operations this crate does
+    /// not wrap (jobs, digital twins).
     pub fn rest(&self) -> &Client {
         &self.rest
     }
