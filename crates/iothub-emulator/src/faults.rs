@@ -110,6 +110,9 @@ pub(crate) enum OpClass {
     TwinUpdate,
     Query,
     Method,
+    /// Configurations and edge deployments: create, read, update, delete, test queries,
+    /// apply to an edge device.
+    Configurations,
     Other,
 }
 
@@ -131,6 +134,8 @@ impl OpClass {
             (Self::Method, Tier::S1) => 20.0 * units,
             (Self::Method, Tier::S2) => 60.0 * units,
             (Self::Method, Tier::S3) => 3000.0 * units,
+            // 20 per minute per unit on every tier (the quotas page: S3 as S1 and S2).
+            (Self::Configurations, _) => per_min(20.0) * units,
             (Self::Other, _) => f64::INFINITY,
         }
     }
@@ -440,5 +445,19 @@ mod tests {
         let second = f.decide(OpClass::Query, 1).throttle;
         assert!(second.is_some_and(|s| s >= 1), "{second:?}");
         assert_eq!(f.stats().tier_throttled, 1);
+    }
+
+    #[test]
+    fn configurations_are_throttled_at_20_per_minute_per_unit() {
+        let f = Faults::new(FaultConfig {
+            tier: Some(Tier::S1),
+            ..Default::default()
+        });
+        assert_eq!(f.decide(OpClass::Configurations, 1).throttle, None);
+        let second = f.decide(OpClass::Configurations, 1).throttle;
+        // 20 per minute: the next token comes in 3 s.
+        assert!(second.is_some_and(|s| (1..=3).contains(&s)), "{second:?}");
+        // Registry operations have their own bucket.
+        assert_eq!(f.decide(OpClass::Registry, 1).throttle, None);
     }
 }

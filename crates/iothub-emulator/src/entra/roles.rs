@@ -12,8 +12,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A data action of IoT Hub's service API that the emulator checks (the ones for jobs and
-/// configurations are left out with those operations).
+/// A data action of IoT Hub's service API that the emulator checks (the ones for jobs are
+/// left out with those operations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Action {
     DevicesRead,
@@ -27,10 +27,15 @@ pub(crate) enum Action {
     MethodsInvoke,
     FileNotifications,
     StatisticsRead,
+    ConfigurationsRead,
+    ConfigurationsWrite,
+    ConfigurationsDelete,
+    ConfigurationsTestQueries,
+    ConfigurationsApplyToEdgeDevice,
 }
 
 impl Action {
-    const ALL: [Action; 11] = [
+    const ALL: [Action; 16] = [
         Action::DevicesRead,
         Action::DevicesWrite,
         Action::DevicesDelete,
@@ -42,6 +47,11 @@ impl Action {
         Action::MethodsInvoke,
         Action::FileNotifications,
         Action::StatisticsRead,
+        Action::ConfigurationsRead,
+        Action::ConfigurationsWrite,
+        Action::ConfigurationsDelete,
+        Action::ConfigurationsTestQueries,
+        Action::ConfigurationsApplyToEdgeDevice,
     ];
 
     /// The action's name in Azure RBAC.
@@ -58,6 +68,15 @@ impl Action {
             Self::MethodsInvoke => "Microsoft.Devices/IotHubs/directMethods/invoke/action",
             Self::FileNotifications => "Microsoft.Devices/IotHubs/fileUpload/notifications/action",
             Self::StatisticsRead => "Microsoft.Devices/IotHubs/statistics/read",
+            Self::ConfigurationsRead => "Microsoft.Devices/IotHubs/configurations/read",
+            Self::ConfigurationsWrite => "Microsoft.Devices/IotHubs/configurations/write",
+            Self::ConfigurationsDelete => "Microsoft.Devices/IotHubs/configurations/delete",
+            Self::ConfigurationsTestQueries => {
+                "Microsoft.Devices/IotHubs/configurations/testQueries/action"
+            }
+            Self::ConfigurationsApplyToEdgeDevice => {
+                "Microsoft.Devices/IotHubs/configurations/applyToEdgeDevice/action"
+            }
         }
     }
 
@@ -105,7 +124,7 @@ impl Actions {
 ///
 /// | role | data actions | what the emulator lets it do |
 /// |---|---|---|
-/// | IoT Hub Data Reader | `Microsoft.Devices/IotHubs/*/read`, `…/fileUpload/notifications/action` | read devices, modules, twins (query included) and statistics; receive file-upload notifications |
+/// | IoT Hub Data Reader | `Microsoft.Devices/IotHubs/*/read`, `…/fileUpload/notifications/action` | read devices, modules, twins (query included), configurations and statistics; receive file-upload notifications |
 /// | IoT Hub Data Contributor | `Microsoft.Devices/IotHubs/*` | everything |
 /// | IoT Hub Registry Contributor | `Microsoft.Devices/IotHubs/devices/*` | read, create, update and delete devices and modules (bulk included) |
 /// | IoT Hub Twin Contributor | `Microsoft.Devices/IotHubs/twins/*` | read, update and replace twins; query |
@@ -256,7 +275,13 @@ mod tests {
         use Action::*;
         assert_eq!(
             actions_of(IotHubRole::DataReader),
-            [DevicesRead, TwinsRead, FileNotifications, StatisticsRead]
+            [
+                DevicesRead,
+                TwinsRead,
+                FileNotifications,
+                StatisticsRead,
+                ConfigurationsRead
+            ]
         );
         assert_eq!(actions_of(IotHubRole::DataContributor), Action::ALL);
         assert_eq!(

@@ -24,7 +24,11 @@ pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) body: Option<Value>,
     pub(crate) headers: Vec<(&'static str, String)>,
+    /// The body's content type (JSON unless a handler says otherwise).
+    pub(crate) content_type: &'static str,
 }
+
+const JSON: &str = "application/json; charset=utf-8";
 
 impl Answer {
     pub(crate) fn json(status: u16, body: Value) -> Self {
@@ -32,6 +36,7 @@ impl Answer {
             status,
             body: Some(body),
             headers: Vec::new(),
+            content_type: JSON,
         }
     }
 
@@ -40,11 +45,18 @@ impl Answer {
             status,
             body: None,
             headers: Vec::new(),
+            content_type: JSON,
         }
     }
 
     pub(crate) fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
         self.headers.extend(headers);
+        self
+    }
+
+    /// Sets the body's content type (feedback batches have their own).
+    pub(crate) fn with_content_type(mut self, content_type: &'static str) -> Self {
+        self.content_type = content_type;
         self
     }
 
@@ -57,6 +69,7 @@ impl Answer {
             status: e.status,
             body: Some(e.body(&tracking_id(), Utc::now())),
             headers,
+            content_type: JSON,
         }
     }
 
@@ -66,7 +79,7 @@ impl Answer {
             .header("x-ms-request-id", request_id());
         let body = match &self.body {
             Some(v) => {
-                builder = builder.header("content-type", "application/json; charset=utf-8");
+                builder = builder.header("content-type", self.content_type);
                 Bytes::from(v.to_string())
             }
             None => Bytes::new(),

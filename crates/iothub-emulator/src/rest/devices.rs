@@ -76,7 +76,7 @@ pub(super) fn list_devices(shared: &Shared, req: &Req) -> Result<Answer, Service
 }
 
 /// `top` as the service reads it: an integer in 1..=1000, anything else numeric is 1000.
-fn parse_top(text: &str) -> Result<usize, ServiceError> {
+pub(super) fn parse_top(text: &str) -> Result<usize, ServiceError> {
     let digits = text.trim();
     let unsigned = digits
         .strip_prefix('-')

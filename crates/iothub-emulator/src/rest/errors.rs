@@ -117,6 +117,27 @@ impl ServiceError {
             format!("A module with ID '{module_id}' already exists on device '{device_id}'."),
         )
     }
+    pub(crate) fn configuration_not_found(id: &str) -> Self {
+        Self::new(
+            ErrorCode::ConfigurationNotFound,
+            format!("Configuration with ID '{id}' was not found."),
+        )
+    }
+    pub(crate) fn configuration_already_exists(id: &str) -> Self {
+        Self::new(
+            ErrorCode::ConfigurationAlreadyExists,
+            format!("A configuration with ID '{id}' already exists."),
+        )
+    }
+    pub(crate) fn configuration_count_limit_exceeded(limit: usize) -> Self {
+        Self::new(
+            ErrorCode::ConfigurationCountLimitExceeded,
+            format!("The hub already has its maximum of {limit} configurations."),
+        )
+    }
+    pub(crate) fn message_lock_lost(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::DeviceMessageLockLost, message)
+    }
     pub(crate) fn precondition_failed(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::PreconditionFailed, message)
     }
@@ -292,6 +313,30 @@ mod tests {
                 401,
                 "IotHubUnauthorizedAccess",
                 401002,
+            ),
+            (
+                ServiceError::configuration_not_found("c"),
+                404,
+                "ConfigurationNotFound",
+                404301,
+            ),
+            (
+                ServiceError::configuration_already_exists("c"),
+                409,
+                "ConfigurationAlreadyExists",
+                409401,
+            ),
+            (
+                ServiceError::configuration_count_limit_exceeded(100),
+                413,
+                "ConfigurationCountLimitExceeded",
+                413101,
+            ),
+            (
+                ServiceError::message_lock_lost("m"),
+                412,
+                "DeviceMessageLockLost",
+                412002,
             ),
             (
                 ServiceError::device_not_found("d"),

@@ -12,16 +12,20 @@
 //! - One handler module per resource: `devices.rs` (`/devices`, list and bulk included),
 //!   `modules.rs` (`/devices/{id}/modules`), `commands.rs` (`/devices/{id}/commands`),
 //!   `twins.rs` (`/twins`), `query.rs` (`/devices/query`), `methods.rs` (direct methods,
-//!   `/twins/{id}/methods`) and `statistics.rs` (`/statistics`).
+//!   `/twins/{id}/methods`), `statistics.rs` (`/statistics`), `configurations.rs`
+//!   (`/configurations`, and `/devices/{id}/applyConfigurationContent`) and `feedback.rs`
+//!   (`/messages/serviceBound/feedback`, delivery feedback over HTTP).
 //! - `control.rs`: the emulator's own API under `/_emulator/`.
 //! - `errors.rs`: the service's error answers; `log.rs`: the request log.
 
 mod answer;
 mod commands;
+mod configurations;
 pub(crate) mod connections;
 pub(crate) mod control;
 mod devices;
 pub(crate) mod errors;
+mod feedback;
 pub(crate) mod log;
 mod methods;
 mod modules;

@@ -8,11 +8,14 @@ use hyper::Method;
 use super::answer::Answer;
 use super::errors::ServiceError;
 use super::request::Req;
-use super::{commands, devices, methods, modules, query, statistics, twins};
+use super::{
+    commands, configurations, devices, feedback, methods, modules, query, statistics, twins,
+};
 use crate::auth::Permission;
 use crate::entra::Action;
 use crate::faults::OpClass;
 use crate::hub::Shared;
+use crate::state::configurations::check_configuration_id;
 use crate::state::identity::{check_device_id, check_module_id};
 
 /// api-versions the emulator answers; others get 400 InvalidProtocolVersion.
@@ -44,6 +47,15 @@ pub(crate) enum Route {
     Invoke(String, Option<String>),
     DeviceStats,
     ServiceStats,
+    ListConfigurations,
+    GetConfiguration(String),
+    PutConfiguration(String),
+    DeleteConfiguration(String),
+    TestQueries,
+    ApplyContent(String),
+    ReceiveFeedback,
+    CompleteFeedback(String),
+    AbandonFeedback(String),
 }
 
 impl Route {
@@ -61,6 +73,27 @@ impl Route {
         };
         if let Some(e) = not_emulated(&s) {
             return Err(e);
+        }
+        let cid = |i: usize| -> Result<String, ServiceError> {
+            check_configuration_id(s[i])?;
+            Ok(s[i].to_owned())
+        };
+        // Feedback paths in any case: the AMQP address is lowercase, the REST path camelCase.
+        let is = |i: usize, word: &str| s.get(i).is_some_and(|w| w.eq_ignore_ascii_case(word));
+        if is(0, "messages") && is(1, "serviceBound") && is(2, "feedback") {
+            return match (m, &s[3..]) {
+                ("GET", []) => Ok(Self::ReceiveFeedback),
+                ("DELETE", [token]) => Ok(Self::CompleteFeedback((*token).to_owned())),
+                ("POST", [token, abandon]) if abandon.eq_ignore_ascii_case("abandon") => {
+                    Ok(Self::AbandonFeedback((*token).to_owned()))
+                }
+                (_, [] | [_]) | (_, [_, "abandon"]) => Err(ServiceError::method_not_allowed(
+                    format!("The requested resource does not support http method '{m}'."),
+                )),
+                _ => Err(ServiceError::not_found(
+                    "The requested resource does not exist on this hub.",
+                )),
+            };
         }
         let route = match (m, s.as_slice()) {
             ("GET", ["devices"]) => Self::ListDevices,
@@ -84,6 +117,17 @@ impl Route {
             ("POST", ["twins", _, "modules", _, "methods"]) => Self::Invoke(id(1)?, Some(mid(3)?)),
             ("GET", ["statistics", "devices"]) => Self::DeviceStats,
             ("GET", ["statistics", "service"]) => Self::ServiceStats,
+            ("GET", ["configurations"]) => Self::ListConfigurations,
+            ("POST", ["configurations", "testQueries"]) => Self::TestQueries,
+            (_, ["configurations", "testQueries"]) => {
+                return Err(ServiceError::method_not_allowed(format!(
+                    "The requested resource does not support http method '{m}'."
+                )));
+            }
+            ("GET", ["configurations", _]) => Self::GetConfiguration(cid(1)?),
+            ("PUT", ["configurations", _]) => Self::PutConfiguration(cid(1)?),
+            ("DELETE", ["configurations", _]) => Self::DeleteConfiguration(cid(1)?),
+            ("POST", ["devices", _, "applyConfigurationContent"]) => Self::ApplyContent(id(1)?),
             (
                 _,
                 ["devices"]
@@ -96,7 +140,10 @@ impl Route {
                 | ["twins", _, "modules", _]
                 | ["twins", _, "methods"]
                 | ["twins", _, "modules", _, "methods"]
-                | ["statistics", "devices" | "service"],
+                | ["statistics", "devices" | "service"]
+                | ["configurations"]
+                | ["configurations", _]
+                | ["devices", _, "applyConfigurationContent"],
             ) => {
                 return Err(ServiceError::method_not_allowed(format!(
                     "The requested resource does not support http method '{m}'."
@@ -119,15 +166,26 @@ impl Route {
             | Self::GetDevice(_)
             | Self::ListModules(_)
             | Self::GetModule(..)
-            | Self::DeviceStats => &[RegistryRead],
+            | Self::DeviceStats
+            | Self::ListConfigurations
+            | Self::GetConfiguration(_)
+            | Self::TestQueries => &[RegistryRead],
             Self::Bulk
             | Self::PutDevice(_)
             | Self::DeleteDevice(_)
             | Self::PutModule(..)
-            | Self::DeleteModule(..) => &[RegistryWrite],
+            | Self::DeleteModule(..)
+            | Self::PutConfiguration(_)
+            | Self::DeleteConfiguration(_)
+            | Self::ApplyContent(_) => &[RegistryWrite],
             Self::Query | Self::GetTwin(..) => &[RegistryRead, ServiceConnect],
             Self::UpdateTwin(..) => &[RegistryWrite, ServiceConnect],
-            Self::Invoke(..) | Self::Purge(_) | Self::ServiceStats => &[ServiceConnect],
+            Self::Invoke(..)
+            | Self::Purge(_)
+            | Self::ServiceStats
+            | Self::ReceiveFeedback
+            | Self::CompleteFeedback(_)
+            | Self::AbandonFeedback(_) => &[ServiceConnect],
         }
     }
 
@@ -149,6 +207,14 @@ impl Route {
             Self::Invoke(..) => &[MethodsInvoke],
             Self::Purge(_) => &[C2dPurge],
             Self::DeviceStats | Self::ServiceStats => &[StatisticsRead],
+            Self::ListConfigurations | Self::GetConfiguration(_) => &[ConfigurationsRead],
+            Self::PutConfiguration(_) => &[ConfigurationsWrite],
+            Self::DeleteConfiguration(_) => &[ConfigurationsDelete],
+            Self::TestQueries => &[ConfigurationsTestQueries],
+            Self::ApplyContent(_) => &[ConfigurationsApplyToEdgeDevice],
+            Self::ReceiveFeedback | Self::CompleteFeedback(_) | Self::AbandonFeedback(_) => {
+                &[C2dFeedback]
+            }
         }
     }
 
@@ -168,7 +234,18 @@ impl Route {
             Self::GetTwin(..) => OpClass::TwinRead,
             Self::UpdateTwin(..) => OpClass::TwinUpdate,
             Self::Invoke(..) => OpClass::Method,
-            Self::Purge(_) | Self::DeviceStats | Self::ServiceStats => OpClass::Other,
+            Self::ListConfigurations
+            | Self::GetConfiguration(_)
+            | Self::PutConfiguration(_)
+            | Self::DeleteConfiguration(_)
+            | Self::TestQueries
+            | Self::ApplyContent(_) => OpClass::Configurations,
+            Self::Purge(_)
+            | Self::DeviceStats
+            | Self::ServiceStats
+            | Self::ReceiveFeedback
+            | Self::CompleteFeedback(_)
+            | Self::AbandonFeedback(_) => OpClass::Other,
         }
     }
 }
@@ -179,12 +256,7 @@ impl Route {
 /// the feature.
 fn not_emulated(s: &[&str]) -> Option<ServiceError> {
     let is = |i: usize, word: &str| s.get(i).is_some_and(|w| w.eq_ignore_ascii_case(word));
-    let message = if is(0, "configurations")
-        || (s.len() == 3 && is(0, "devices") && is(2, "applyConfigurationContent"))
-    {
-        "Configurations (automatic device management, IoT Edge deployments) are not emulated \
-         by iothub-emulator"
-    } else if is(0, "jobs") {
+    let message = if is(0, "jobs") {
         "Jobs (import and export, with key-based or identity-based storage, and scheduled \
          jobs) are not emulated by iothub-emulator"
     } else if is(0, "digitaltwins") {
@@ -198,9 +270,6 @@ fn not_emulated(s: &[&str]) -> Option<ServiceError> {
     {
         "The device-facing HTTPS API (telemetry, cloud-to-device receive, file upload) is not \
          emulated by iothub-emulator; emulate devices through its control API (/_emulator/)"
-    } else if is(0, "messages") && is(1, "serviceBound") && is(2, "feedback") {
-        "Receiving feedback over HTTPS is not emulated by iothub-emulator; receive it over \
-         AMQP, on /messages/servicebound/feedback"
     } else {
         return None;
     };
@@ -230,6 +299,15 @@ pub(crate) async fn handle(
         Route::Invoke(id, mid) => methods::invoke(shared, &id, mid.as_deref(), req).await,
         Route::DeviceStats => statistics::device_stats(shared),
         Route::ServiceStats => statistics::service_stats(shared),
+        Route::ListConfigurations => configurations::list_configurations(shared, req),
+        Route::GetConfiguration(id) => configurations::get_configuration(shared, &id),
+        Route::PutConfiguration(id) => configurations::put_configuration(shared, &id, req),
+        Route::DeleteConfiguration(id) => configurations::delete_configuration(shared, &id, req),
+        Route::TestQueries => configurations::test_queries(req),
+        Route::ApplyContent(id) => configurations::apply_content(shared, &id, req),
+        Route::ReceiveFeedback => Ok(feedback::receive(shared)),
+        Route::CompleteFeedback(token) => feedback::complete(shared, &token),
+        Route::AbandonFeedback(token) => feedback::abandon(shared, &token),
     }
 }
 
@@ -275,19 +353,102 @@ mod tests {
         let e = Route::parse(&Method::GET, &segs("devices/a b")).unwrap_err();
         assert_eq!(e.status, 400);
         for (method, path) in [
-            (Method::GET, "configurations"),
-            (Method::POST, "devices/d/applyConfigurationContent"),
             (Method::PUT, "jobs/v2/j"),
             (Method::GET, "digitaltwins/d"),
             (Method::POST, "devices/d/messages/events"),
             (Method::POST, "devices/d/modules/m/messages/events"),
             (Method::POST, "devices/d/files"),
-            (Method::GET, "messages/serviceBound/feedback"),
         ] {
             let e = Route::parse(&method, &segs(path)).unwrap_err();
             assert_eq!((e.status, e.name), (404, "GenericNotFound"), "{path}");
             assert!(e.message.contains("not emulated"), "{path}: {}", e.message);
         }
+        // Configurations and feedback over HTTP are emulated.
+        for (method, path, route, permission, action) in [
+            (
+                Method::GET,
+                "configurations",
+                Route::ListConfigurations,
+                Permission::RegistryRead,
+                Action::ConfigurationsRead,
+            ),
+            (
+                Method::GET,
+                "configurations/c1",
+                Route::GetConfiguration("c1".into()),
+                Permission::RegistryRead,
+                Action::ConfigurationsRead,
+            ),
+            (
+                Method::PUT,
+                "configurations/c1",
+                Route::PutConfiguration("c1".into()),
+                Permission::RegistryWrite,
+                Action::ConfigurationsWrite,
+            ),
+            (
+                Method::DELETE,
+                "configurations/c1",
+                Route::DeleteConfiguration("c1".into()),
+                Permission::RegistryWrite,
+                Action::ConfigurationsDelete,
+            ),
+            (
+                Method::POST,
+                "configurations/testQueries",
+                Route::TestQueries,
+                Permission::RegistryRead,
+                Action::ConfigurationsTestQueries,
+            ),
+            (
+                Method::POST,
+                "devices/d/applyConfigurationContent",
+                Route::ApplyContent("d".into()),
+                Permission::RegistryWrite,
+                Action::ConfigurationsApplyToEdgeDevice,
+            ),
+            (
+                Method::GET,
+                "messages/serviceBound/feedback",
+                Route::ReceiveFeedback,
+                Permission::ServiceConnect,
+                Action::C2dFeedback,
+            ),
+            (
+                Method::DELETE,
+                "messages/serviceBound/feedback/t1",
+                Route::CompleteFeedback("t1".into()),
+                Permission::ServiceConnect,
+                Action::C2dFeedback,
+            ),
+            (
+                Method::POST,
+                "messages/servicebound/feedback/t1/abandon",
+                Route::AbandonFeedback("t1".into()),
+                Permission::ServiceConnect,
+                Action::C2dFeedback,
+            ),
+        ] {
+            let r = Route::parse(&method, &segs(path)).unwrap();
+            assert_eq!(r, route, "{path}");
+            assert_eq!(r.permissions(), &[permission], "{path}");
+            assert_eq!(r.data_actions(), &[action], "{path}");
+        }
+        assert_eq!(
+            Route::parse(&Method::GET, &segs("configurations/c1"))
+                .unwrap()
+                .class(),
+            OpClass::Configurations
+        );
+        // Configuration ids follow their own rule; other methods are 405.
+        let e = Route::parse(&Method::GET, &segs("configurations/Upper")).unwrap_err();
+        assert_eq!(e.status, 400);
+        let e = Route::parse(&Method::PATCH, &segs("configurations/c1")).unwrap_err();
+        assert_eq!(e.status, 405);
+        let e = Route::parse(&Method::GET, &segs("configurations/testQueries")).unwrap_err();
+        assert_eq!(e.status, 405);
+        let e = Route::parse(&Method::PUT, &segs("messages/serviceBound/feedback")).unwrap_err();
+        assert_eq!(e.status, 405);
         // Routes that are emulated stay routes.
         assert_eq!(
             Route::parse(&Method::GET, &segs("devices/messages")).unwrap(),

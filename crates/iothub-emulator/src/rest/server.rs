@@ -484,15 +484,20 @@ async fn service(shared: &Shared, route: Route, req: &Req) -> Result<Flow, Servi
 /// For a request that would change the hub (anything but a GET or a query), its operation as
 /// the fault counts name it: method and path template, `PUT /devices/{id}`.
 fn write_operation(method: &hyper::Method, path: &str) -> Option<String> {
-    if method == hyper::Method::GET || path == "/devices/query" {
+    if method == hyper::Method::GET
+        || path == "/devices/query"
+        || path == "/configurations/testQueries"
+    {
         return None;
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let feedback = segments[0].eq_ignore_ascii_case("messages");
     let template: Vec<&str> = segments
         .iter()
         .enumerate()
         .map(|(i, segment)| match i {
-            1 => "{id}",
+            1 if !feedback => "{id}",
+            3 if feedback => "{lockToken}",
             3 if segments[2] == "modules" => "{mid}",
             _ => segment,
         })
@@ -626,6 +631,15 @@ mod tests {
         assert_eq!(
             named(Method::DELETE, "/devices/d1/commands").as_deref(),
             Some("DELETE /devices/{id}/commands")
+        );
+        assert_eq!(named(Method::POST, "/configurations/testQueries"), None);
+        assert_eq!(
+            named(Method::PUT, "/configurations/c1").as_deref(),
+            Some("PUT /configurations/{id}")
+        );
+        assert_eq!(
+            named(Method::POST, "/messages/serviceBound/feedback/t1/abandon").as_deref(),
+            Some("POST /messages/serviceBound/feedback/{lockToken}/abandon")
         );
     }
 }

@@ -261,11 +261,33 @@ impl FeedbackRecord {
     }
 }
 
+/// A feedback batch received over HTTP: locked until completed, abandoned or timed out.
+struct FeedbackLock {
+    records: Vec<FeedbackRecord>,
+    until: DateTime<Utc>,
+}
+
+/// A feedback batch as `GET /messages/serviceBound/feedback` answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FeedbackBatch {
+    /// What completes or abandons the batch.
+    pub(crate) lock_token: String,
+    /// The records, as the AMQP feedback message carries them.
+    pub(crate) records: Vec<Value>,
+    /// How many times this batch's records were offered, this time included (the most of
+    /// any record in it).
+    pub(crate) delivery_count: u32,
+}
+
 #[derive(Default)]
 struct State {
     queues: HashMap<Target, VecDeque<Queued>>,
     locked: HashMap<String, Locked>,
     feedback: VecDeque<FeedbackRecord>,
+    /// Feedback batches received over HTTP and not yet settled, by lock token.
+    feedback_locks: HashMap<String, FeedbackLock>,
+    /// Records in `feedback_locks`: they count against the pending-record limit.
+    locked_feedback: usize,
     file_notifications: VecDeque<Value>,
     accepted: VecDeque<C2dMessage>,
     /// Body bytes in `accepted`.
@@ -668,6 +690,19 @@ impl C2d {
                 requeue(self, state, locked);
             }
         }
+        let lapsed: Vec<String> = state
+            .feedback_locks
+            .iter()
+            .filter(|(_, l)| l.until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for token in lapsed {
+            if let Some(lock) = state.feedback_locks.remove(&token) {
+                state.locked_feedback = state.locked_feedback.saturating_sub(lock.records.len());
+                self.requeue_feedback(state, lock.records, now);
+                self.feedback_ready.notify_waiters();
+            }
+        }
         let mut gone = Vec::new();
         state.feedback.retain(|f| {
             let keep = f.expires > now;
@@ -689,7 +724,12 @@ impl C2d {
             .values()
             .flat_map(|l| [l.until, l.item.expires]);
         let feedback = state.feedback.iter().map(|f| f.expires);
-        state.next_deadline = queued.chain(locked).chain(feedback).min();
+        let feedback_locks = state.feedback_locks.values().map(|l| l.until);
+        state.next_deadline = queued
+            .chain(locked)
+            .chain(feedback)
+            .chain(feedback_locks)
+            .min();
     }
 
     fn record(&self, state: &mut State, item: &Queued, fate: Fate) {
@@ -722,7 +762,10 @@ impl C2d {
         };
         let row = record.row();
         state.journal.feedback.push((record.seq, row));
-        while state.feedback.len() >= self.settings.max_pending_notifications.max(1) {
+        // Records locked by an HTTP receiver count too: together they stay within the limit.
+        while state.feedback.len() + state.locked_feedback
+            >= self.settings.max_pending_notifications.max(1)
+        {
             let Some(old) = state.feedback.pop_front() else {
                 break;
             };
@@ -739,7 +782,12 @@ impl C2d {
     /// dropped instead.
     pub(crate) fn take_feedback(&self) -> Vec<FeedbackRecord> {
         let mut state = self.lock();
-        let now = Utc::now();
+        let batch = self.take_batch(&mut state, Utc::now());
+        self.flush(&mut state);
+        batch
+    }
+
+    fn take_batch(&self, state: &mut State, now: DateTime<Utc>) -> Vec<FeedbackRecord> {
         let mut batch = Vec::new();
         while batch.len() < FEEDBACK_BATCH {
             let Some(mut record) = state.feedback.pop_front() else {
@@ -756,8 +804,92 @@ impl C2d {
             state.journal.feedback.push((record.seq, row));
             batch.push(record);
         }
-        self.flush(&mut state);
         batch
+    }
+
+    /// Takes the next feedback batch for an HTTP receiver and locks it for the feedback
+    /// lock duration under a new lock token; `None` when no record waits. The same records
+    /// the AMQP receiver takes from, with the same delivery counts.
+    pub(crate) fn lock_feedback(&self) -> Option<FeedbackBatch> {
+        let mut state = self.lock();
+        let now = Utc::now();
+        self.expire_locked(&mut state, now);
+        let batch = self.take_batch(&mut state, now);
+        if batch.is_empty() {
+            self.flush(&mut state);
+            return None;
+        }
+        let until = now
+            + chrono::Duration::from_std(self.settings.feedback_lock_duration)
+                .unwrap_or_else(|_| chrono::Duration::seconds(60));
+        let lock_token = guid();
+        let answer = FeedbackBatch {
+            lock_token: lock_token.clone(),
+            records: batch.iter().map(|r| r.record.clone()).collect(),
+            delivery_count: batch.iter().map(|r| r.deliveries).max().unwrap_or(1),
+        };
+        state.locked_feedback += batch.len();
+        state.feedback_locks.insert(
+            lock_token,
+            FeedbackLock {
+                records: batch,
+                until,
+            },
+        );
+        state.note_deadline(until);
+        self.flush(&mut state);
+        Some(answer)
+    }
+
+    /// Completes a feedback batch received over HTTP: its records are done. False when no
+    /// batch is locked with this token (never was, settled already, or its lock lapsed).
+    pub(crate) fn complete_feedback_lock(&self, lock_token: &str) -> bool {
+        let mut state = self.lock();
+        self.expire_locked(&mut state, Utc::now());
+        let Some(lock) = state.feedback_locks.remove(lock_token) else {
+            self.flush(&mut state);
+            return false;
+        };
+        state.locked_feedback = state.locked_feedback.saturating_sub(lock.records.len());
+        state
+            .journal
+            .feedback
+            .extend(lock.records.iter().map(|r| (r.seq, None)));
+        self.flush(&mut state);
+        true
+    }
+
+    /// Abandons a feedback batch received over HTTP: its records go back to the front of
+    /// the queue (those offered the maximum number of times go). False as for complete.
+    pub(crate) fn abandon_feedback_lock(&self, lock_token: &str) -> bool {
+        let mut state = self.lock();
+        let now = Utc::now();
+        self.expire_locked(&mut state, now);
+        let Some(lock) = state.feedback_locks.remove(lock_token) else {
+            self.flush(&mut state);
+            return false;
+        };
+        state.locked_feedback = state.locked_feedback.saturating_sub(lock.records.len());
+        self.requeue_feedback(&mut state, lock.records, now);
+        self.flush(&mut state);
+        drop(state);
+        self.feedback_ready.notify_waiters();
+        true
+    }
+
+    /// Puts records back at the front, in order; what was offered the maximum number of
+    /// times, or expired, goes instead.
+    fn requeue_feedback(&self, state: &mut State, batch: Vec<FeedbackRecord>, now: DateTime<Utc>) {
+        for record in batch.into_iter().rev() {
+            if record.expires <= now
+                || record.deliveries >= self.settings.feedback_max_delivery_count
+            {
+                state.journal.feedback.push((record.seq, None));
+            } else {
+                state.note_deadline(record.expires);
+                state.feedback.push_front(record);
+            }
+        }
     }
 
     /// The receiver accepted a batch: its records are done.
@@ -774,16 +906,7 @@ impl C2d {
     /// the maximum number of times, or expired meanwhile, goes).
     pub(crate) fn return_feedback(&self, batch: Vec<FeedbackRecord>) {
         let mut state = self.lock();
-        let now = Utc::now();
-        for record in batch.into_iter().rev() {
-            if record.expires <= now
-                || record.deliveries >= self.settings.feedback_max_delivery_count
-            {
-                state.journal.feedback.push((record.seq, None));
-            } else {
-                state.feedback.push_front(record);
-            }
-        }
+        self.requeue_feedback(&mut state, batch, Utc::now());
         self.flush(&mut state);
         drop(state);
         self.feedback_ready.notify_waiters();
@@ -821,6 +944,19 @@ impl C2d {
         self.lock().file_notifications.push_front(notification);
         self.files_ready.notify_waiters();
     }
+}
+
+/// A new lock token: a GUID, as the service's.
+fn guid() -> String {
+    let id = crate::rest::errors::tracking_id();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[0..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..32]
+    )
 }
 
 fn requeue(c2d: &C2d, state: &mut State, locked: Locked) {

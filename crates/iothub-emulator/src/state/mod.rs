@@ -7,13 +7,18 @@
 //! - `twin.rs`: twin state, merge-patch and replace, and limits; `render.rs`: the twin
 //!   document as the service shows it.
 //! - `etag.rs`: `If-Match` and the etag formats.
-//! - `c2d.rs`: cloud-to-device queues, feedback and file-upload notifications.
+//! - `configurations.rs`: configurations (automatic device management, IoT Edge
+//!   deployments): their rules and limits, targeting, which one wins a twin, and metrics;
+//!   stored and applied through [`store::Tx`].
+//! - `c2d.rs`: cloud-to-device queues, feedback (over AMQP and HTTP) and file-upload
+//!   notifications.
 //! - `methods.rs`: what emulated devices answer to direct methods, and the signal a call
 //!   waiting for a device to connect waits on.
 //! - `blocking.rs`: running disk syncs and scans off the async worker threads.
 
 pub(crate) mod blocking;
 pub(crate) mod c2d;
+pub(crate) mod configurations;
 pub(crate) mod etag;
 pub(crate) mod identity;
 pub(crate) mod methods;

@@ -1,5 +1,6 @@
 //! Durable storage in an embedded redb database, `registry.redb` in the data directory: one
-//! row per device (identity, twin and modules as JSON), and the cloud-to-device queues (one
+//! row per device (identity, twin and modules as JSON), one per configuration (written in the
+//! same transaction as the twins it changes), and the cloud-to-device queues (one
 //! row per queued message, one per pending feedback record), each change written in one
 //! fsynced transaction before it is acknowledged.
 //!
@@ -13,9 +14,12 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 use crate::Error;
+use crate::state::configurations::StoredConfiguration;
 use crate::state::store::DeviceEntry;
 
 const DEVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("devices");
+/// Configurations (automatic device management, IoT Edge deployments), by id.
+const CONFIGURATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("configurations");
 /// Queued cloud-to-device messages, by sequence number.
 const C2D_MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("c2d_messages");
 /// Pending feedback records, by sequence number.
@@ -108,7 +112,7 @@ impl Persist {
         };
         let persist = Self { db, path };
         // Make sure the tables exist so that reads of an empty store succeed.
-        persist.write(&BTreeMap::new())?;
+        persist.write(&BTreeMap::new(), &BTreeMap::new())?;
         persist.write_c2d(&C2dChanges::default())?;
         Ok(persist)
     }
@@ -142,12 +146,54 @@ impl Persist {
         Ok(out)
     }
 
-    /// Writes (Some) or removes (None) devices in one durable transaction.
+    /// Every stored configuration.
+    pub(crate) fn load_configurations(
+        &self,
+    ) -> Result<BTreeMap<String, StoredConfiguration>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(CONFIGURATIONS).map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (key, value) =
+                row.map_err(|e| self.err(format!("the file is damaged: {e}; {RECOVER}")))?;
+            let config: StoredConfiguration =
+                serde_json::from_slice(value.value()).map_err(|e| {
+                    self.err(format!(
+                        "configuration {:?} cannot be read (invalid at line {}, column {}); {RECOVER}",
+                        key.value(),
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+            out.insert(key.value().to_owned(), config);
+        }
+        Ok(out)
+    }
+
+    /// Writes (Some) or removes (None) devices and configurations in one durable
+    /// transaction.
     pub(crate) fn write(
         &self,
         changes: &BTreeMap<String, Option<DeviceEntry>>,
+        configs: &BTreeMap<String, Option<StoredConfiguration>>,
     ) -> Result<(), Error> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(CONFIGURATIONS).map_err(|e| self.err(e))?;
+            for (id, config) in configs {
+                match config {
+                    Some(config) => {
+                        let bytes = serde_json::to_vec(config).map_err(|e| self.err(e))?;
+                        table
+                            .insert(id.as_str(), bytes.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    None => {
+                        table.remove(id.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+        }
         {
             let mut table = tx.open_table(DEVICES).map_err(|e| self.err(e))?;
             for (id, entry) in changes {
@@ -325,7 +371,7 @@ mod tests {
         for (id, entry) in store.read().iter() {
             changes.insert(id.to_owned(), Some(entry.clone()));
         }
-        p.write(&changes).unwrap();
+        p.write(&changes, &BTreeMap::new()).unwrap();
         drop(p);
         std::fs::metadata(dir.join(FILE_NAME)).unwrap().len()
     }

@@ -22,6 +22,7 @@ use super::blocking::off_worker;
 use super::identity::{DeviceInput, ModuleInput, default_auth};
 use super::render::render_twin;
 use crate::rest::errors::ServiceError;
+use crate::state::configurations::{StoredConfiguration, Targeting, apply_modules_content};
 use crate::state::etag::{IfMatch, identity_etag};
 use crate::state::persist::Persist;
 use crate::state::twin::{TwinChange, TwinState};
@@ -60,38 +61,53 @@ fn shard_of(id: &str) -> usize {
     usize::try_from(hash % SHARDS as u64).unwrap_or(0)
 }
 
-/// An immutable, consistent view of the registry; cheap to take and to hold.
+/// The hub's configurations, by id.
+pub(crate) type Configurations = BTreeMap<String, Arc<StoredConfiguration>>;
+
+/// An immutable, consistent view of the registry and the configurations; cheap to take and
+/// to hold.
 #[derive(Clone)]
-pub(crate) struct Snapshot(Arc<Vec<Arc<Shard>>>);
+pub(crate) struct Snapshot {
+    shards: Arc<Vec<Arc<Shard>>>,
+    configs: Arc<Configurations>,
+}
 
 impl Snapshot {
-    fn from_map(devices: BTreeMap<String, DeviceEntry>) -> Self {
+    fn from_map(devices: BTreeMap<String, DeviceEntry>, configs: Configurations) -> Self {
         let mut shards = vec![Shard::new(); SHARDS];
         for (id, entry) in devices {
             shards[shard_of(&id)].insert(Arc::from(id), Arc::new(entry));
         }
-        Self(Arc::new(shards.into_iter().map(Arc::new).collect()))
+        Self {
+            shards: Arc::new(shards.into_iter().map(Arc::new).collect()),
+            configs: Arc::new(configs),
+        }
+    }
+
+    /// The configurations, by id.
+    pub(crate) fn configurations(&self) -> &Configurations {
+        &self.configs
     }
 
     /// The device with this id.
     pub(crate) fn get(&self, id: &str) -> Option<&DeviceEntry> {
-        self.0[shard_of(id)].get(id).map(|e| &**e)
+        self.shards[shard_of(id)].get(id).map(|e| &**e)
     }
 
     /// Whether a device has this id.
     pub(crate) fn contains_key(&self, id: &str) -> bool {
-        self.0[shard_of(id)].contains_key(id)
+        self.shards[shard_of(id)].contains_key(id)
     }
 
     /// How many devices there are.
     pub(crate) fn len(&self) -> usize {
-        self.0.iter().map(|s| s.len()).sum()
+        self.shards.iter().map(|s| s.len()).sum()
     }
 
     /// Whether there is no device.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.iter().all(|s| s.is_empty())
+        self.shards.iter().all(|s| s.is_empty())
     }
 
     /// Every device, in id order.
@@ -107,7 +123,7 @@ impl Snapshot {
     /// The devices from `start` on, in id order.
     pub(crate) fn range_from(&self, start: Bound<&str>) -> Iter<'_> {
         let mut heads = BinaryHeap::with_capacity(SHARDS);
-        for shard in self.0.iter() {
+        for shard in self.shards.iter() {
             let mut rest = shard.range::<str, _>((start, Bound::Unbounded));
             if let Some((key, entry)) = rest.next() {
                 heads.push(Head { key, entry, rest });
@@ -194,16 +210,20 @@ fn generation_id() -> String {
 impl Store {
     /// A store in memory, or loaded from (and written through to) `persist`.
     pub(crate) fn open(persist: Option<Arc<Persist>>) -> Result<Self, crate::Error> {
-        let mut devices = match &persist {
-            Some(p) => p.load()?,
-            None => BTreeMap::new(),
+        let (mut devices, configs) = match &persist {
+            Some(p) => (p.load()?, p.load_configurations()?),
+            None => (BTreeMap::new(), BTreeMap::new()),
         };
+        let configs = configs
+            .into_iter()
+            .map(|(id, c)| (id, Arc::new(c)))
+            .collect();
         // Nothing is connected to a freshly started hub.
         for entry in devices.values_mut() {
             disconnect_all(entry);
         }
         Ok(Self {
-            current: RwLock::new(Snapshot::from_map(devices)),
+            current: RwLock::new(Snapshot::from_map(devices, configs)),
             writer: Mutex::new(()),
             persist,
         })
@@ -232,15 +252,34 @@ impl Store {
             store: self,
             base: self.read(),
             staged: BTreeMap::new(),
+            staged_configs: BTreeMap::new(),
+            retarget_all: false,
             now: now_string(),
         }
     }
 
     /// Publishes committed changes: only the touched shards change, copied first if a
     /// reader still holds them.
-    fn publish(&self, staged: BTreeMap<String, Option<DeviceEntry>>) {
+    fn publish(
+        &self,
+        staged: BTreeMap<String, Option<DeviceEntry>>,
+        staged_configs: BTreeMap<String, Option<StoredConfiguration>>,
+    ) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        let shards = Arc::make_mut(&mut current.0);
+        if !staged_configs.is_empty() {
+            let configs = Arc::make_mut(&mut current.configs);
+            for (id, config) in staged_configs {
+                match config {
+                    Some(config) => {
+                        configs.insert(id, Arc::new(config));
+                    }
+                    None => {
+                        configs.remove(&id);
+                    }
+                }
+            }
+        }
+        let shards = Arc::make_mut(&mut current.shards);
         for (id, entry) in staged {
             let shard = Arc::make_mut(&mut shards[shard_of(&id)]);
             match entry {
@@ -277,6 +316,11 @@ pub(crate) struct Tx<'a> {
     /// still the latest when it commits).
     base: Snapshot,
     staged: BTreeMap<String, Option<DeviceEntry>>,
+    /// Configurations created, updated (`Some`) or deleted (`None`).
+    staged_configs: BTreeMap<String, Option<StoredConfiguration>>,
+    /// A configuration changed: every device is re-targeted at commit, not only the
+    /// devices this transaction touched.
+    retarget_all: bool,
     /// One timestamp for everything in the transaction.
     pub(crate) now: String,
 }
@@ -321,26 +365,128 @@ impl Tx<'_> {
 
     /// Makes the staged changes durable (syncing the disk off the async workers), then
     /// visible. Nothing changes on failure.
-    pub(crate) fn commit(self) -> Result<(), ServiceError> {
+    pub(crate) fn commit(mut self) -> Result<(), ServiceError> {
+        self.retarget();
         let Self {
             _writer,
             store,
             base,
             staged,
+            staged_configs,
             ..
         } = self;
-        if staged.is_empty() {
+        if staged.is_empty() && staged_configs.is_empty() {
             return Ok(());
         }
         if let Some(persist) = &store.persist {
-            off_worker(|| persist.write(&staged)).map_err(|e| {
+            off_worker(|| persist.write(&staged, &staged_configs)).map_err(|e| {
                 tracing::error!(error = %e, "durable write failed");
                 ServiceError::server_error("The write could not be stored")
             })?;
         }
         // Let go of the base snapshot first, so that untouched readers do not force copies.
         drop(base);
-        store.publish(staged);
+        store.publish(staged, staged_configs);
+        Ok(())
+    }
+
+    /// The configurations as this transaction sees them.
+    pub(crate) fn configurations(&self) -> Vec<Arc<StoredConfiguration>> {
+        let mut all: Configurations = self.base.configurations().clone();
+        for (id, staged) in &self.staged_configs {
+            match staged {
+                Some(c) => {
+                    all.insert(id.clone(), Arc::new(c.clone()));
+                }
+                None => {
+                    all.remove(id);
+                }
+            }
+        }
+        all.into_values().collect()
+    }
+
+    /// The configuration with this id, as this transaction sees it.
+    pub(crate) fn configuration(&self, id: &str) -> Option<StoredConfiguration> {
+        match self.staged_configs.get(id) {
+            Some(staged) => staged.clone(),
+            None => self.base.configurations().get(id).map(|c| (**c).clone()),
+        }
+    }
+
+    /// Stages a configuration write (`Some`) or delete; every twin is re-targeted at commit.
+    pub(crate) fn stage_configuration(&mut self, id: &str, config: Option<StoredConfiguration>) {
+        self.staged_configs.insert(id.to_owned(), config);
+        self.retarget_all = true;
+    }
+
+    /// Creation numbers are handed out above every one in use.
+    pub(crate) fn next_configuration_seq(&self) -> u64 {
+        self.configurations()
+            .iter()
+            .map(|c| c.seq + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Applies what configurations now say: the content of each twin's winning
+    /// configuration, where it was not applied yet. After a configuration change every
+    /// device is looked at; otherwise only the devices this transaction touched (their tags
+    /// or properties may have changed what targets them).
+    fn retarget(&mut self) {
+        let configs = self.configurations();
+        let ids: Vec<String> = if self.retarget_all {
+            self.base
+                .iter()
+                .map(|(id, _)| id.to_owned())
+                .chain(self.staged.keys().cloned())
+                .collect()
+        } else {
+            self.staged
+                .iter()
+                .filter(|(_, e)| e.is_some())
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        // Nothing to do, unless twins still remember a configuration that is gone.
+        if configs.is_empty() && !self.retarget_all {
+            return;
+        }
+        let targeting = Targeting::new(configs.iter());
+        let now = self.now.clone();
+        for id in ids {
+            let Some(current) = self.get(&id) else {
+                continue;
+            };
+            let mut entry = current.clone();
+            if targeting.retarget(&mut entry, &now)
+                && let Some(slot) = self.get_mut(&id)
+            {
+                *slot = entry;
+            }
+        }
+    }
+
+    /// `POST /devices/{id}/applyConfigurationContent`: writes the modules' desired
+    /// properties of an IoT Edge device from `modulesContent`.
+    pub(crate) fn apply_configuration_content(
+        &mut self,
+        id: &str,
+        modules: &BTreeMap<String, serde_json::Map<String, Value>>,
+    ) -> Result<(), ServiceError> {
+        let now = self.now.clone();
+        let entry = self.device_mut(id)?;
+        if !is_edge(&entry.device) {
+            return Err(ServiceError::argument_invalid(format!(
+                "The device '{id}' is not an IoT Edge device: configuration content applies \
+                 only to IoT Edge devices"
+            )));
+        }
+        if !apply_modules_content(entry, modules, &now) {
+            return Err(ServiceError::argument_invalid(
+                "The content would exceed a module twin's limits",
+            ));
+        }
         Ok(())
     }
 

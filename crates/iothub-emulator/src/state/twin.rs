@@ -88,6 +88,13 @@ pub(crate) struct TwinState {
     pub(crate) tags: Map<String, Value>,
     pub(crate) desired: Section,
     pub(crate) reported: Section,
+    /// The device or module configuration whose content was applied last (`id#seq`), so
+    /// that it is applied once, when it starts winning the twin, and not over later edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) configuration: Option<String>,
+    /// On an IoT Edge device's twin: the deployment applied last to its modules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deployment: Option<String>,
 }
 
 /// What a twin PATCH or PUT body asks to change, validated.
@@ -105,6 +112,8 @@ impl TwinState {
             tags: Map::new(),
             desired: Section::new(now),
             reported: Section::new(now),
+            configuration: None,
+            deployment: None,
         }
     }
 

@@ -578,7 +578,9 @@ async fn an_expired_entra_token_is_refused_on_cbs_and_closes_the_connection_it_o
 
 /// An authorized connection and a cloud-to-device sender, with the session and the `$cbs`
 /// links to keep until the connection is closed.
-async fn authorized_sender(hub: &Hub) -> (ConnectionHandle<()>, (SessionHandle<()>, Cbs), Sender) {
+pub(crate) async fn authorized_sender(
+    hub: &Hub,
+) -> (ConnectionHandle<()>, (SessionHandle<()>, Cbs), Sender) {
     let mut connection = open(&hub.emu, None).await;
     let mut session = Session::begin(&mut connection).await.unwrap();
     let cbs = Cbs::authorized(&mut session, &hub.emu).await;

@@ -308,3 +308,70 @@ async fn queued_messages_and_pending_feedback_survive_kill_dash_nine() {
     second.child.kill().unwrap();
     second.child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn configurations_survive_kill_dash_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_binary(dir.path());
+    let http = client(&first.ca_path);
+    let auth = token(&first.connection_string).await;
+    let api = "api-version=2021-04-12";
+    let r = http
+        .put(format!("{}/devices/d?{api}", first.base_url))
+        .header("authorization", &auth)
+        .body(r#"{"deviceId":"d"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let config = json!({
+        "id": "adm",
+        "content": {"deviceContent": {"properties.desired.fw": "2.0"}},
+        "targetCondition": "deviceId = 'd'",
+        "priority": 2,
+    });
+    let r = http
+        .put(format!("{}/configurations/adm?{api}", first.base_url))
+        .header("authorization", &auth)
+        .body(config.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let created: serde_json::Value = r.json().await.unwrap();
+    // SIGKILL right after the acknowledgement.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let mut second = start_binary(dir.path());
+    let http = client(&second.ca_path);
+    let auth = token(&second.connection_string).await;
+    let r = http
+        .get(format!("{}/configurations/adm?{api}", second.base_url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: serde_json::Value = r.json().await.unwrap();
+    for field in [
+        "etag",
+        "createdTimeUtc",
+        "content",
+        "targetCondition",
+        "priority",
+    ] {
+        assert_eq!(got[field], created[field], "{field}");
+    }
+    assert_eq!(got["systemMetrics"]["results"]["appliedCount"], 1, "{got}");
+    let r = http
+        .get(format!("{}/twins/d?{api}", second.base_url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let twin: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(twin["properties"]["desired"]["fw"], "2.0", "{twin}");
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+}

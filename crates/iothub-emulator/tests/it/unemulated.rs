@@ -1,5 +1,5 @@
-//! What the emulator does not emulate says so: the service's paths for configurations, jobs,
-//! digital twins, HTTPS feedback and the device-facing HTTPS API answer 404 with a message
+//! What the emulator does not emulate says so: the service's paths for jobs, digital twins
+//! and the device-facing HTTPS API answer 404 with a message
 //! naming the feature, and so do a device token and a device link on AMQP, and MQTT over
 //! WebSockets.
 
@@ -21,18 +21,6 @@ async fn service_paths_not_emulated_say_which_feature() {
     let hub = Hub::start().await;
     hub.create("d").await;
     let cases = [
-        (Method::GET, "/configurations", "configurations"),
-        (Method::PUT, "/configurations/c1", "configurations"),
-        (
-            Method::POST,
-            "/configurations/testQueries",
-            "configurations",
-        ),
-        (
-            Method::POST,
-            "/devices/d/applyConfigurationContent",
-            "configurations",
-        ),
         (Method::POST, "/jobs/create", "jobs"),
         (Method::GET, "/jobs", "jobs"),
         (Method::DELETE, "/jobs/j1", "jobs"),
@@ -71,12 +59,6 @@ async fn service_paths_not_emulated_say_which_feature() {
             "/devices/d/modules/m/messages/events",
             "device-facing",
         ),
-        (Method::GET, "/messages/serviceBound/feedback", "feedback"),
-        (
-            Method::DELETE,
-            "/messages/serviceBound/feedback/lock",
-            "feedback",
-        ),
     ];
     for (method, path, feature) in cases {
         let r = hub.call(method.clone(), path, Some(json!({}))).await;
@@ -88,10 +70,15 @@ async fn service_paths_not_emulated_say_which_feature() {
             "{method} {path}: {message}"
         );
     }
-    // Still 401 first for whoever has no token.
+    // Configurations and feedback over HTTPS are emulated now: they answer as the service.
+    let r = hub.call(Method::GET, "/configurations", None).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
     let r = hub
-        .raw(Method::GET, &hub.url("/configurations"), None, &[])
+        .call(Method::GET, "/messages/serviceBound/feedback", None)
         .await;
+    assert_eq!(r.status, 204, "{}", r.raw);
+    // Still 401 first for whoever has no token.
+    let r = hub.raw(Method::GET, &hub.url("/jobs"), None, &[]).await;
     assert_eq!(r.status, 401);
     // A device token on REST says the device side is not emulated.
     let device_token = format!(
