@@ -1,6 +1,8 @@
 // The official Node `azure-iothub` Registry (1.16.x), unmodified, against iothub-emulator:
 // create, get, update, delete, list, getTwin, updateTwin, query with paging,
-// addDevices/updateDevices/removeDevices and statistics, with the service's values and
+// addDevices/updateDevices/removeDevices, statistics and the configuration methods
+// (addConfiguration, getConfiguration(s), updateConfiguration with and without force,
+// removeConfiguration, applyConfigurationContentOnDevice), with the service's values and
 // failures. Environment: IOTHUB_CONNECTION_STRING and NODE_EXTRA_CA_CERTS (the emulator's
 // CA). Prints one line per check, then "node: N passed, M failed".
 'use strict';
@@ -218,6 +220,91 @@ async function main() {
     } finally {
       await call((done) => client.close(done)).catch(() => {});
     }
+  });
+
+  // Configurations (automatic device management, edge deployments).
+  const cfg = (name) => `node-${run}-${name}`;
+  const admConfig = (name, priority, value) => ({
+    id: cfg(name),
+    labels: { suite: 'node' },
+    content: { deviceContent: { 'properties.desired.fw': value } },
+    targetCondition: `tags.suite = 'node-${run}'`,
+    priority,
+    metrics: { queries: { current: `SELECT deviceId FROM devices WHERE properties.reported.fw = '${value}'` } },
+  });
+
+  await check('addConfiguration and getConfiguration', async () => {
+    await registry.create({ deviceId: dev('cfg') });
+    await registry.updateTwin(dev('cfg'), { tags: { suite: `node-${run}` } }, '*');
+    const { responseBody: created, httpResponse } = await registry.addConfiguration(admConfig('adm', 5, '2.0'));
+    assert.strictEqual(httpResponse.statusCode, 200);
+    assert.strictEqual(created.id, cfg('adm'));
+    assert.strictEqual(created.etag, 'MQ==');
+    assert.strictEqual(created.schemaVersion, '1.0');
+    assert.deepStrictEqual(created.systemMetrics.results, { appliedCount: 1, targetedCount: 1 });
+    const { responseBody: got } = await registry.getConfiguration(cfg('adm'));
+    assert.strictEqual(got.etag, created.etag);
+    assert.deepStrictEqual(got.content.deviceContent, { 'properties.desired.fw': '2.0' });
+    const { responseBody: twin } = await registry.getTwin(dev('cfg'));
+    assert.strictEqual(twin.properties.desired.fw, '2.0');
+    await expectError(registry.addConfiguration(admConfig('adm', 5, '2.0')), 'DeviceAlreadyExistsError', 409,
+      'ConfigurationAlreadyExists');
+    await expectError(registry.getConfiguration(cfg('nope')), 'Error', 404, 'ConfigurationNotFound');
+  });
+
+  await check('getConfigurations', async () => {
+    await registry.addConfiguration(admConfig('low', 1, '1.0'));
+    const { responseBody: list } = await registry.getConfigurations();
+    const ids = list.map((c) => c.id);
+    assert.ok(ids.includes(cfg('adm')) && ids.includes(cfg('low')), JSON.stringify(ids));
+    const low = list.find((c) => c.id === cfg('low'));
+    assert.deepStrictEqual(low.systemMetrics.results, { appliedCount: 0, targetedCount: 1 });
+  });
+
+  await check('updateConfiguration with its etag (not forced): quoted and compared', async () => {
+    const { responseBody: current } = await registry.getConfiguration(cfg('adm'));
+    current.priority = 7;
+    const { responseBody: updated } = await registry.updateConfiguration(current);
+    assert.strictEqual(updated.priority, 7);
+    assert.notStrictEqual(updated.etag, current.etag);
+    // The old etag is stale now.
+    await expectError(registry.updateConfiguration(current), 'InvalidEtagError', 412, 'PreconditionFailed');
+  });
+
+  await check('updateConfiguration forced (If-Match "*"), and the content stays as created', async () => {
+    const { responseBody: current } = await registry.getConfiguration(cfg('low'));
+    const stale = { ...current, etag: 'c3RhbGU=', priority: 9 };
+    const { responseBody: updated } = await registry.updateConfiguration(stale, true);
+    assert.strictEqual(updated.priority, 9);
+    const { responseBody: twin } = await registry.getTwin(dev('cfg'));
+    assert.strictEqual(twin.properties.desired.fw, '1.0');
+    const changed = { ...updated, content: { deviceContent: { 'properties.desired.fw': '3.0' } } };
+    await expectError(registry.updateConfiguration(changed, true), 'ArgumentError', 400, 'ArgumentInvalid');
+  });
+
+  await check('applyConfigurationContentOnDevice: $edgeAgent and $edgeHub desired properties', async () => {
+    await registry.create({ deviceId: dev('edge'), capabilities: { iotEdge: true } });
+    const content = {
+      modulesContent: {
+        $edgeAgent: { 'properties.desired': { schemaVersion: '1.1', runtime: { type: 'docker' } } },
+        $edgeHub: { 'properties.desired': { schemaVersion: '1.1', routes: { up: 'FROM /* INTO $upstream' } } },
+      },
+    };
+    const { httpResponse } = await registry.applyConfigurationContentOnDevice(dev('edge'), content);
+    assert.strictEqual(httpResponse.statusCode, 204);
+    const { responseBody: agent } = await registry.getModuleTwin(dev('edge'), '$edgeAgent');
+    assert.deepStrictEqual(agent.properties.desired.runtime, { type: 'docker' });
+    const { responseBody: edgeHub } = await registry.getModuleTwin(dev('edge'), '$edgeHub');
+    assert.strictEqual(edgeHub.properties.desired.routes.up, 'FROM /* INTO $upstream');
+    await expectError(registry.applyConfigurationContentOnDevice(dev('cfg'), content), 'ArgumentError', 400);
+    await expectError(registry.applyConfigurationContentOnDevice(dev('nobody'), content), 'DeviceNotFoundError', 404);
+  });
+
+  await check('removeConfiguration, and of a missing one', async () => {
+    await registry.removeConfiguration(cfg('low'));
+    await registry.removeConfiguration(cfg('adm'));
+    await expectError(registry.getConfiguration(cfg('adm')), 'Error', 404, 'ConfigurationNotFound');
+    await expectError(registry.removeConfiguration(cfg('adm')), 'Error', 404, 'ConfigurationNotFound');
   });
 
   await check('delete, and delete of a missing device', async () => {

@@ -27,10 +27,10 @@ const TEST: &str = "interop::official_python_and_node_sdks_accept_the_emulator";
 
 /// Named checks of `interop/python/registry_manager.py`, with and without the Azure AD ones;
 /// `.ci/run` requires the first.
-const PYTHON_CHECKS: u32 = 25;
-const PYTHON_CHECKS_WITHOUT_AAD: u32 = 20;
+const PYTHON_CHECKS: u32 = 35;
+const PYTHON_CHECKS_WITHOUT_AAD: u32 = 30;
 /// Named checks of `interop/node/registry.js`.
-const NODE_CHECKS: u32 = 13;
+const NODE_CHECKS: u32 = 19;
 
 /// The Entra app registrations the Python suite signs in as: (client id, secret).
 const AAD_CONTRIBUTOR: (&str, &str) = ("py-interop-contributor", "py-contributor-secret");
