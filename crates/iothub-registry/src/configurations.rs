@@ -145,8 +145,9 @@ impl ConfigurationManager {
     ) -> Result<Configuration> {
         let id = configuration_id.into();
         validate_configuration_id(&id)?;
+        let call = Call::new("get_configuration", OperationKind::Read).configuration(&id);
         self.registry
-            .execute(Call::new("get_configuration", OperationKind::Read), || {
+            .execute(call, || {
                 let request = self.registry.rest.configuration_get().id(id.as_str());
                 async move { request.send().await.map(ResponseValue::into_inner) }
             })
@@ -212,7 +213,7 @@ impl ConfigurationManager {
         let id = configuration_id.into();
         validate_configuration_id(&id)?;
         let header = if_match.header_value();
-        let call = Call::new("delete_configuration", OperationKind::Delete);
+        let call = Call::new("delete_configuration", OperationKind::Delete).configuration(&id);
         let outcome = self
             .registry
             .execute(call, || {
@@ -360,7 +361,7 @@ impl ConfigurationManager {
             .map_or(OperationKind::Create, IfMatch::write_kind);
         let header = if_match.map(|m| m.header_value());
         self.registry
-            .execute(Call::new(operation, kind), || {
+            .execute(Call::new(operation, kind).configuration(&id), || {
                 let mut request = self
                     .registry
                     .rest

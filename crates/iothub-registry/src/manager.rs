@@ -134,6 +134,7 @@ impl RegistryManager {
             operation = call.operation,
             device_id = call.device_id,
             module_id = call.module_id,
+            configuration_id = call.configuration_id,
             attempt = tracing::field::Empty,
             status = tracing::field::Empty,
         );
@@ -273,6 +274,8 @@ pub(crate) struct Call<'a> {
     pub(crate) operation: &'static str,
     pub(crate) device_id: Option<&'a str>,
     pub(crate) module_id: Option<&'a str>,
+    /// The configuration it reads or writes, for its span.
+    pub(crate) configuration_id: Option<&'a str>,
     /// What it does, which decides what may be repeated after which failure.
     pub(crate) kind: OperationKind,
     /// Overrides the manager's per-attempt timeout.
@@ -285,6 +288,7 @@ impl<'a> Call<'a> {
             operation,
             device_id: None,
             module_id: None,
+            configuration_id: None,
             kind,
             timeout: None,
         }
@@ -297,6 +301,11 @@ impl<'a> Call<'a> {
 
     pub(crate) fn module(mut self, module_id: &'a str) -> Self {
         self.module_id = Some(module_id);
+        self
+    }
+
+    pub(crate) fn configuration(mut self, configuration_id: &'a str) -> Self {
+        self.configuration_id = Some(configuration_id);
         self
     }
 

@@ -60,11 +60,17 @@ async fn spans_name_the_operation_ids_attempts_and_status_without_secrets() {
         .build()
         .unwrap();
     registry.get_module("dev-1", "m1").await.unwrap();
+    registry
+        .configurations()
+        .get_configuration("cfg-1")
+        .await
+        .unwrap();
 
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("operation=\"get_module\""), "{logs}");
     assert!(logs.contains("device_id=\"dev-1\""), "{logs}");
     assert!(logs.contains("module_id=\"m1\""), "{logs}");
+    assert!(logs.contains("configuration_id=\"cfg-1\""), "{logs}");
     assert!(logs.contains("attempt=2"), "{logs}");
     assert!(logs.contains("status=\"ok\""), "{logs}");
     assert!(logs.contains("retrying"), "{logs}");
