@@ -1110,4 +1110,51 @@ mod tests {
         assert!(c2d.receive("d", None).is_none());
         assert_eq!(c2d.take_feedback()[0].record["statusCode"], "Expired");
     }
+
+    /// Enqueues a message for `d` and has the device complete it: one Success record.
+    fn one_success(c2d: &C2d, id: &str) {
+        let mut m = msg("d", "full");
+        m.message_id = Some(id.to_owned());
+        c2d.enqueue(m, "g".into()).unwrap();
+        let r = c2d.receive("d", None).unwrap();
+        assert!(c2d.complete(&r.lock_token));
+    }
+
+    #[test]
+    fn http_feedback_locks_settle_once_and_count_against_the_limit() {
+        let c2d = C2d::new(
+            C2dSettings {
+                max_pending_notifications: 2,
+                ..C2dSettings::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert!(c2d.lock_feedback().is_none());
+        one_success(&c2d, "a");
+        let batch = c2d.lock_feedback().unwrap();
+        assert_eq!(batch.records[0]["originalMessageId"], "a");
+        assert_eq!(batch.delivery_count, 1);
+        // Locked: neither receiver gets it.
+        assert!(c2d.lock_feedback().is_none());
+        assert!(c2d.take_feedback().is_empty());
+        // Two more records while one is locked: with a limit of 2, the older new one goes.
+        one_success(&c2d, "b");
+        one_success(&c2d, "c");
+        assert_eq!(c2d.feedback_pending(), 1);
+        assert!(c2d.abandon_feedback_lock(&batch.lock_token));
+        assert!(!c2d.abandon_feedback_lock(&batch.lock_token));
+        let again = c2d.lock_feedback().unwrap();
+        let ids: Vec<&str> = again
+            .records
+            .iter()
+            .map(|r| r["originalMessageId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(again.delivery_count, 2);
+        assert!(c2d.complete_feedback_lock(&again.lock_token));
+        assert!(!c2d.complete_feedback_lock(&again.lock_token));
+        assert!(!c2d.complete_feedback_lock("never-issued"));
+        assert_eq!(c2d.feedback_pending(), 0);
+    }
 }
