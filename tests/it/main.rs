@@ -1,6 +1,7 @@
 //! Workspace-level end-to-end tests of iothub-rs, one module per area, in one test binary.
 
 mod azure_ad;
+mod configurations;
 mod parity;
 mod registry_auth;
 mod registry_c2d;
