@@ -595,22 +595,20 @@ pub(crate) fn metric_count<'a>(
     query: &Query,
     devices: impl IntoIterator<Item = &'a DeviceEntry>,
 ) -> i64 {
-    let docs: Vec<Value> = match query.source() {
-        Source::Devices => devices.into_iter().map(|e| render_twin(e, None)).collect(),
-        Source::Modules => devices
-            .into_iter()
-            .flat_map(|e| {
-                e.modules
-                    .keys()
-                    .map(|m| render_twin(e, Some(m)))
-                    .collect::<Vec<_>>()
-            })
-            .collect(),
-    };
+    // One twin document at a time: only an aggregate needs them all together (as a query
+    // of `/devices/query` does), and then only the ones its condition keeps.
+    let docs = devices.into_iter().flat_map(|e| {
+        let twins: Vec<Option<&str>> = match query.source() {
+            Source::Devices => vec![None],
+            Source::Modules => e.modules.keys().map(|m| Some(m.as_str())).collect(),
+        };
+        twins.into_iter().map(move |m| render_twin(e, m))
+    });
     let rows = if query.is_aggregate() {
-        query.aggregate(docs.iter()).len()
+        let kept: Vec<Value> = docs.filter(|d| query.matches(d)).collect();
+        query.aggregate(kept.iter()).len()
     } else {
-        docs.iter().filter(|d| query.matches(d)).count()
+        docs.filter(|d| query.matches(d)).count()
     };
     let rows = query.top().map_or(rows, |t| rows.min(t));
     i64::try_from(rows).unwrap_or(i64::MAX)
