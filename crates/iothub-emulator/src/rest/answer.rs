@@ -15,7 +15,7 @@ use hyper::header::HeaderValue;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::errors::{ServiceError, tracking_id};
+use super::errors::{ServiceError, guid, tracking_id};
 use super::log::LogStream;
 
 /// An answer before it is written.
@@ -148,15 +148,7 @@ pub(super) fn log_response(log: LogStream) -> Response<ResponseBody> {
 }
 
 fn request_id() -> String {
-    let id = tracking_id();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &id[0..8],
-        &id[8..12],
-        &id[12..16],
-        &id[16..20],
-        &id[20..32]
-    )
+    guid()
 }
 
 pub(super) fn quoted(etag: Option<&str>) -> Vec<(&'static str, String)> {

@@ -226,6 +226,19 @@ pub(crate) fn tracking_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
+/// A random GUID (`8-4-4-4-12` hex digits), as the service's request ids and lock tokens.
+pub(crate) fn guid() -> String {
+    let id = tracking_id();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[0..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -822,7 +822,8 @@ impl C2d {
         let until = now
             + chrono::Duration::from_std(self.settings.feedback_lock_duration)
                 .unwrap_or_else(|_| chrono::Duration::seconds(60));
-        let lock_token = guid();
+        // A GUID, as the service's lock tokens.
+        let lock_token = crate::rest::errors::guid();
         let answer = FeedbackBatch {
             lock_token: lock_token.clone(),
             records: batch.iter().map(|r| r.record.clone()).collect(),
@@ -944,19 +945,6 @@ impl C2d {
         self.lock().file_notifications.push_front(notification);
         self.files_ready.notify_waiters();
     }
-}
-
-/// A new lock token: a GUID, as the service's.
-fn guid() -> String {
-    let id = crate::rest::errors::tracking_id();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &id[0..8],
-        &id[8..12],
-        &id[12..16],
-        &id[16..20],
-        &id[20..32]
-    )
 }
 
 fn requeue(c2d: &C2d, state: &mut State, locked: Locked) {
