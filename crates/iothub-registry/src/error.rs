@@ -146,6 +146,34 @@ pub enum Error {
         reason: String,
     },
 
+    /// A job did not end (`completed`, `failed` or `cancelled`) within the deadline of
+    /// [`JobWait`](crate::JobWait). The job goes on; read it, wait again, or cancel it.
+    #[error("{}", job_not_finished_message(.job_id, *.waited, .status.as_deref()))]
+    JobNotFinished {
+        /// The job waited for.
+        job_id: String,
+        /// How long it was waited for.
+        waited: Duration,
+        /// Its status at the last reading, as the hub spells it.
+        status: Option<Box<str>>,
+    },
+
+    /// A line of an export file (`devices.txt`) could not be read as a device: it is not an
+    /// `ExportImportDevice` JSON object, or it is longer than the reader's limit. The reason
+    /// says where, never what the line holds (it may hold keys).
+    #[error("line {line} of the export: {reason}")]
+    ExportLine {
+        /// The line, counted from 1.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Reading an export file or writing an import file failed in the reader or writer given
+    /// (the blob download or upload under it).
+    #[error("the import or export file could not be read or written")]
+    FileIo(#[source] std::io::Error),
+
     /// The credential could not produce a token (e.g. Azure AD failure, expired fixed SAS), or
     /// a connection string, host name or key given to the credential was not usable.
     #[error("the IoT Hub credential could not be used")]
@@ -245,6 +273,15 @@ fn redirect_message(status: u16, location: Option<&str>) -> String {
             "the response was a {status} redirect, which is not followed: the IoT Hub never \
              redirects"
         ),
+    }
+}
+
+fn job_not_finished_message(job_id: &str, waited: Duration, status: Option<&str>) -> String {
+    match status {
+        Some(status) => {
+            format!("job {job_id:?} did not end within {waited:?}; its last status was {status}")
+        }
+        None => format!("job {job_id:?} did not end within {waited:?}"),
     }
 }
 

@@ -12,6 +12,9 @@ mod etag;
 pub mod feedback;
 mod identity;
 mod ids;
+pub mod import_export_file;
+mod job_requests;
+mod jobs;
 mod manager;
 mod methods;
 mod modules;
@@ -32,6 +35,11 @@ pub use error::{Error, Result, ServiceError};
 pub use etag::{ETag, IfMatch};
 pub use feedback::HttpRuntimeManager;
 pub use identity::{DeviceOptions, SasKeys, X509Thumbprints};
+pub use job_requests::{
+    DeviceMethod, ImportExportJob, MAX_QUERY_CONDITION_BYTES, METHOD_CONNECT_TIMEOUT_SECS,
+    METHOD_RESPONSE_TIMEOUT_SECS, ScheduledJob,
+};
+pub use jobs::{JobManager, JobQuery, JobQueryPage, JobSnapshot, JobWait, is_terminal};
 // Declared where the HTTP client is built; `RegistryManagerBuilder::connect_timeout` defaults
 // to it.
 pub use iothub_rest_gen::DEFAULT_CONNECT_TIMEOUT;

@@ -54,6 +54,10 @@ pub struct RegistryManager {
     credential: Credential,
     retry: Arc<dyn RetryPolicy>,
     pub(crate) timeout: Duration,
+    /// The caps on response bodies, for the requests this crate sends without the generated
+    /// client (the job query, whose paging headers the spec leaves out).
+    pub(crate) max_response_body: u64,
+    pub(crate) max_error_body: u64,
 }
 
 impl RegistryManager {
@@ -135,6 +139,7 @@ impl RegistryManager {
             device_id = call.device_id,
             module_id = call.module_id,
             configuration_id = call.configuration_id,
+            job_id = call.job_id,
             attempt = tracing::field::Empty,
             status = tracing::field::Empty,
         );
@@ -276,6 +281,8 @@ pub(crate) struct Call<'a> {
     pub(crate) module_id: Option<&'a str>,
     /// The configuration it reads or writes, for its span.
     pub(crate) configuration_id: Option<&'a str>,
+    /// The job it reads, creates or cancels, for its span.
+    pub(crate) job_id: Option<&'a str>,
     /// What it does, which decides what may be repeated after which failure.
     pub(crate) kind: OperationKind,
     /// Overrides the manager's per-attempt timeout.
@@ -289,6 +296,7 @@ impl<'a> Call<'a> {
             device_id: None,
             module_id: None,
             configuration_id: None,
+            job_id: None,
             kind,
             timeout: None,
         }
@@ -306,6 +314,11 @@ impl<'a> Call<'a> {
 
     pub(crate) fn configuration(mut self, configuration_id: &'a str) -> Self {
         self.configuration_id = Some(configuration_id);
+        self
+    }
+
+    pub(crate) fn job(mut self, job_id: &'a str) -> Self {
+        self.job_id = Some(job_id);
         self
     }
 
@@ -567,6 +580,8 @@ impl RegistryManagerBuilder {
             credential,
             retry: self.retry,
             timeout: self.timeout,
+            max_response_body: self.max_response_body,
+            max_error_body: self.max_error_body,
         })
     }
 }

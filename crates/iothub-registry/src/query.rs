@@ -157,11 +157,11 @@ fn page(response: ResponseValue<Vec<Value>>) -> Result<QueryPage> {
 /// The continuation tokens seen in one run, as hashes (8 bytes a page, however long the
 /// tokens): a token seen before means the pages go round in a circle.
 #[derive(Default)]
-struct Seen(HashSet<u64>);
+pub(crate) struct Seen(HashSet<u64>);
 
 impl Seen {
     /// Records `token`; false if it was seen before.
-    fn first_time(&mut self, token: &str) -> bool {
+    pub(crate) fn first_time(&mut self, token: &str) -> bool {
         let mut hasher = DefaultHasher::new();
         token.hash(&mut hasher);
         self.0.insert(hasher.finish())

@@ -4,6 +4,7 @@ mod behaviour;
 mod bounded;
 mod configurations;
 mod construction;
+mod jobs;
 mod outcomes;
 mod tracing;
 mod wire;

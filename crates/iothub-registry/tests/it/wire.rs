@@ -12,16 +12,23 @@
 //! `IoTHubHttpRuntimeManager`, with one deliberate difference: Python sends a configuration's
 //! `If-Match` unquoted, which the service takes as no precondition at all (an update then
 //! answers 409, azure-iot-sdk-python#983); we quote it as for every other write.
+//!
+//! Jobs are compared with `IoTHubJobManager` (import/export bodies carry what was set, the
+//! container URIs whole) and with the Node and C# job clients for the job query: Python's
+//! generated `query_scheduled_jobs` sends neither `x-ms-continuation` nor
+//! `x-ms-max-item-count`, and so cannot page; those two (and the service's array answer with
+//! `x-ms-continuation`) are what the Node `JobClient.createQuery` sends and reads.
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use iothub_registry::feedback::LockToken;
 use iothub_registry::models::{
     CloudToDeviceMethod, Configuration, ConfigurationQueriesTestInput, DeviceStatus,
-    ExportImportDevice, ImportMode, Twin,
+    ExportImportDevice, ImportMode, JobStatus, JobType, StorageAuthenticationType, Twin,
 };
 use iothub_registry::{
-    ConfigurationBuilder, DeviceOptions, ETag, IfMatch, RegistryManager, SasKeys, X509Thumbprints,
+    ConfigurationBuilder, DeviceMethod, DeviceOptions, ETag, IfMatch, ImportExportJob,
+    RegistryManager, SasKeys, ScheduledJob, TwinPatch, X509Thumbprints,
 };
 use iothub_test_support::credentials::{SERVICE_KEY as KEY, credential};
 use iothub_test_support::wire::{case, fast_retries, record, registry_builder};
@@ -190,6 +197,57 @@ fn feedback_body() -> Value {
 
 fn lock() -> LockToken {
     LockToken::new(LOCK).unwrap()
+}
+
+/// A job id with characters a path must encode.
+const JOB: &str = "fw+1#2";
+const JOB_RAW: &str = "fw%2B1%232";
+/// A container SAS URL as a storage account gives one (the signature is made up).
+const CONTAINER: &str = "https://acct.blob.core.windows.net/fleet?sv=2025-11-05&se=2026-12-08T23%3A00%3A00Z&sr=c&sp=racwdl&sig=bm90LWEtcmVhbC1zaWduYXR1cmU%3D";
+
+fn export_job_body() -> Value {
+    json!({
+        "jobId": "9b3c7f1e-6c2d-4c84-9a61-6a1f0e2b7d55", "startTimeUtc": "2026-12-07T23:00:00Z",
+        "type": "export", "status": "enqueued", "progress": 0, "outputBlobContainerUri": CONTAINER,
+        "excludeKeysInExport": true, "storageAuthenticationType": "keyBased", "includeConfigurations": false,
+        "outputBlobName": "devices.txt"
+    })
+}
+
+/// An import with every option the request has.
+fn import_job() -> ImportExportJob {
+    ImportExportJob::import(CONTAINER, CONTAINER)
+        .input_blob_name("new/devices.txt")
+        .include_configurations(true)
+        .storage_authentication_type(StorageAuthenticationType::IdentityBased)
+        .identity("/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/hub")
+}
+
+/// 2027-01-15T08:00:00Z.
+fn job_start() -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
+}
+
+fn twin_job_body() -> Value {
+    json!({
+        "jobId": JOB, "queryCondition": "tags.site = 'oslo'", "createdTime": "2026-12-07T23:00:00Z",
+        "startTime": "2027-01-15T08:00:00Z", "maxExecutionTimeInSeconds": 600, "type": "scheduleUpdateTwin",
+        "updateTwin": { "etag": "*", "tags": { "floor": 3 }, "properties": { "desired": { "interval": 30 } } },
+        "status": "queued", "deviceJobStatistics": { "deviceCount": 0, "failedCount": 0, "succeededCount": 0,
+                                                      "runningCount": 0, "pendingCount": 0 }
+    })
+}
+
+fn method_job_body() -> Value {
+    json!({
+        "jobId": JOB, "queryCondition": "deviceId IN ['a', 'b']", "createdTime": "2026-12-07T23:00:00Z",
+        "startTime": "2027-01-15T08:00:00Z", "endTime": "2027-01-15T08:00:04Z", "maxExecutionTimeInSeconds": 3600,
+        "type": "scheduleDeviceMethod",
+        "cloudToDeviceMethod": { "methodName": "reboot", "payload": { "delay": 5 },
+                                 "responseTimeoutInSeconds": 30, "connectTimeoutInSeconds": 10 },
+        "status": "completed", "deviceJobStatistics": { "deviceCount": 2, "failedCount": 1, "succeededCount": 1,
+                                                         "runningCount": 0, "pendingCount": 0 }
+    })
 }
 
 type Case = iothub_test_support::wire::Case<Call>;
@@ -736,6 +794,138 @@ fn cases() -> Vec<Case> {
             None,
             call!(|r| r.http_runtime().abandon_feedback_notification(&lock())),
         ),
+        case(
+            "create_import_export_job (export)",
+            "POST",
+            "/jobs/create",
+            200,
+            Some(export_job_body()),
+            call!(|r| r.jobs().create_import_export_job(
+                ImportExportJob::export(CONTAINER, true).output_blob_name("devices.txt")
+            )),
+        ),
+        case(
+            "create_import_export_job (import)",
+            "POST",
+            "/jobs/create",
+            200,
+            Some(
+                json!({ "jobId": "1d0c", "type": "import", "status": "enqueued", "inputBlobContainerUri": CONTAINER,
+                         "outputBlobContainerUri": CONTAINER, "storageAuthenticationType": "identityBased" }),
+            ),
+            call!(|r| r.jobs().create_import_export_job(import_job())),
+        ),
+        case(
+            "get_import_export_job",
+            "GET",
+            format!("/jobs/{JOB_RAW}"),
+            200,
+            Some(export_job_body()),
+            call!(|r| r.jobs().get_import_export_job(JOB)),
+        ),
+        case(
+            "get_import_export_jobs",
+            "GET",
+            "/jobs",
+            200,
+            Some(json!([export_job_body()])),
+            call!(|r| r.jobs().get_import_export_jobs()),
+        ),
+        case(
+            "cancel_import_export_job",
+            "DELETE",
+            format!("/jobs/{JOB_RAW}"),
+            204,
+            None,
+            call!(|r| r.jobs().cancel_import_export_job(JOB)),
+        ),
+        case(
+            "create_scheduled_job (twin update)",
+            "PUT",
+            format!("/jobs/v2/{JOB_RAW}"),
+            200,
+            Some(twin_job_body()),
+            call!(|r| r.jobs().create_scheduled_job(
+                JOB,
+                ScheduledJob::twin_update(
+                    "tags.site = 'oslo'",
+                    TwinPatch::new().tag("floor", 3).desired("interval", 30)
+                )
+                .start_time(job_start())
+                .max_execution_time(std::time::Duration::from_secs(600))
+            )),
+        ),
+        case(
+            "create_scheduled_job (device method)",
+            "PUT",
+            format!("/jobs/v2/{JOB_RAW}"),
+            200,
+            Some(method_job_body()),
+            call!(|r| r.jobs().create_scheduled_job(
+                JOB,
+                ScheduledJob::device_method(
+                    "deviceId IN ['a', 'b']",
+                    DeviceMethod::new("reboot")
+                        .payload(json!({ "delay": 5 }))
+                        .connect_timeout(std::time::Duration::from_secs(10))
+                )
+                .start_time(job_start())
+            )),
+        ),
+        case(
+            "get_scheduled_job",
+            "GET",
+            format!("/jobs/v2/{JOB_RAW}"),
+            200,
+            Some(method_job_body()),
+            call!(|r| r.jobs().get_scheduled_job(JOB)),
+        ),
+        case(
+            "cancel_scheduled_job",
+            "POST",
+            format!("/jobs/v2/{JOB_RAW}/cancel"),
+            200,
+            Some(json!({ "jobId": JOB, "type": "scheduleUpdateTwin", "status": "cancelled" })),
+            call!(|r| r.jobs().cancel_scheduled_job(JOB)),
+        ),
+        Case {
+            response_headers: &[
+                ("x-ms-continuation", "eyJwYWdlIjoyfQ=="),
+                ("x-ms-item-type", "JobResponse"),
+            ],
+            ..case(
+                "query_scheduled_jobs",
+                "GET",
+                "/jobs/v2/query",
+                200,
+                Some(json!([twin_job_body()])),
+                call!(|r| async {
+                    r.jobs()
+                        .query_scheduled_jobs(
+                            Some(JobType::ScheduleUpdateTwin),
+                            Some(JobStatus::Queued),
+                            Some("eyJwYWdlIjoxfQ=="),
+                            Some(50),
+                        )
+                        .await
+                        .map(|page| json!({ "jobs": page.jobs, "continuation_token": page.continuation_token,
+                                            "item_type": page.item_type }))
+                }),
+            )
+        },
+        case(
+            "query_scheduled_jobs (first page, no options)",
+            "GET",
+            "/jobs/v2/query",
+            200,
+            Some(json!([])),
+            call!(|r| async {
+                r.jobs()
+                    .query_scheduled_jobs(None, None, None, None)
+                    .await
+                    .map(|page| json!({ "jobs": page.jobs, "continuation_token": page.continuation_token }))
+            }),
+        ),
     ]
 }
 
@@ -922,6 +1112,20 @@ async fn every_operation_has_a_kind_and_is_repeated_only_as_the_rule_says() {
         ("receive_feedback_notification (nothing)", Receive),
         ("complete_feedback_notification", Delete),
         ("abandon_feedback_notification", ConditionalWrite),
+        // The hub chooses an import/export job's id: a repeat would start a second job.
+        ("create_import_export_job (export)", UnconditionalWrite),
+        ("create_import_export_job (import)", UnconditionalWrite),
+        ("get_import_export_job", Read),
+        ("get_import_export_jobs", Read),
+        // Cancelling a cancelled job changes nothing.
+        ("cancel_import_export_job", Delete),
+        // The caller chooses a scheduled job's id: a repeat answers 409 for the job it made.
+        ("create_scheduled_job (twin update)", Create),
+        ("create_scheduled_job (device method)", Create),
+        ("get_scheduled_job", Read),
+        ("cancel_scheduled_job", Delete),
+        ("query_scheduled_jobs", Query),
+        ("query_scheduled_jobs (first page, no options)", Query),
     ];
     let cases = cases();
     let named: std::collections::BTreeSet<_> = cases.iter().map(|c| c.name).collect();
