@@ -6,6 +6,8 @@
 //! inside one of those crates' `src/` cannot use it (it would see a second copy of the crate's
 //! types); integration tests can.
 //!
+//! - [`azurite`]: find a running Azurite (the Azure Storage emulator), create containers
+//!   and sign their URLs, for the import/export job tests.
 //! - [`skip`]: skip a test that needs something a fresh clone lacks, and fail under `CI=true`.
 //! - [`sdk`]: where the official SDKs the interop and parity tests drive are found.
 //! - [`loopback`]: which test owns which loopback address for fixed ports.
@@ -17,6 +19,7 @@
 //!
 //! [`Emulator`]: iothub_emulator::Emulator
 
+pub mod azurite;
 pub mod credentials;
 pub mod emulator;
 pub mod loopback;
