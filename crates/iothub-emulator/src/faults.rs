@@ -113,6 +113,8 @@ pub(crate) enum OpClass {
     /// Configurations and edge deployments: create, read, update, delete, test queries,
     /// apply to an edge device.
     Configurations,
+    /// Jobs operations: create, get, list, cancel and query, import/export and scheduled.
+    Jobs,
     Other,
 }
 
@@ -136,6 +138,10 @@ impl OpClass {
             (Self::Method, Tier::S3) => 3000.0 * units,
             // 20 per minute per unit on every tier (the quotas page: S3 as S1 and S2).
             (Self::Configurations, _) => per_min(20.0) * units,
+            // The quotas page: 100 per minute per unit on S1 and S2, 83.33 per second per
+            // unit on S3.
+            (Self::Jobs, Tier::S1 | Tier::S2) => per_min(100.0) * units,
+            (Self::Jobs, Tier::S3) => 83.33 * units,
             (Self::Other, _) => f64::INFINITY,
         }
     }

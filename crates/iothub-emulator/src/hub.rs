@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) faults: faults::Faults,
     pub(crate) methods: methods::Methods,
     pub(crate) c2d: c2d::C2d,
+    /// Import/export and scheduled jobs.
+    pub(crate) jobs: crate::jobs::Jobs,
     pub(crate) hub_name: String,
     pub(crate) host_name: String,
     pub(crate) amqp: amqp::Endpoint,

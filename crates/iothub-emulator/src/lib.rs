@@ -44,6 +44,7 @@ mod entra;
 mod error;
 mod faults;
 mod hub;
+mod jobs;
 mod query;
 mod rest;
 mod startup;

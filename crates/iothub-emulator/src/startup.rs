@@ -35,6 +35,7 @@ impl Emulator {
             .transpose()?
             .map(Arc::new);
         let store = store::Store::open(persist.clone())?;
+        let jobs = crate::jobs::Jobs::open(persist.clone())?;
         let c2d = c2d::C2d::new(
             c2d::C2dSettings {
                 max_total_bytes: config.c2d_max_total_bytes,
@@ -161,6 +162,7 @@ impl Emulator {
                 max_bytes: config.max_method_handler_bytes,
             }),
             c2d,
+            jobs,
             hub_name: config.hub_name.clone(),
             host_name: host.clone(),
             amqp: amqp_endpoint,
@@ -190,6 +192,7 @@ impl Emulator {
             rx.clone(),
             websockets,
         ));
+        tokio::spawn(crate::jobs::drive(shared.clone(), rx.clone()));
         tokio::spawn(sweep(shared.clone(), rx));
         tracing::info!(%addr, %amqp_addr, %host, "iothub-emulator listening");
         Ok(Self {

@@ -12,8 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A data action of IoT Hub's service API that the emulator checks (the ones for jobs are
-/// left out with those operations).
+/// A data action of IoT Hub's service API that the emulator checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Action {
     DevicesRead,
@@ -32,10 +31,13 @@ pub(crate) enum Action {
     ConfigurationsDelete,
     ConfigurationsTestQueries,
     ConfigurationsApplyToEdgeDevice,
+    JobsRead,
+    JobsWrite,
+    JobsDelete,
 }
 
 impl Action {
-    const ALL: [Action; 16] = [
+    const ALL: [Action; 19] = [
         Action::DevicesRead,
         Action::DevicesWrite,
         Action::DevicesDelete,
@@ -52,6 +54,9 @@ impl Action {
         Action::ConfigurationsDelete,
         Action::ConfigurationsTestQueries,
         Action::ConfigurationsApplyToEdgeDevice,
+        Action::JobsRead,
+        Action::JobsWrite,
+        Action::JobsDelete,
     ];
 
     /// The action's name in Azure RBAC.
@@ -77,11 +82,14 @@ impl Action {
             Self::ConfigurationsApplyToEdgeDevice => {
                 "Microsoft.Devices/IotHubs/configurations/applyToEdgeDevice/action"
             }
+            Self::JobsRead => "Microsoft.Devices/IotHubs/jobs/read",
+            Self::JobsWrite => "Microsoft.Devices/IotHubs/jobs/write",
+            Self::JobsDelete => "Microsoft.Devices/IotHubs/jobs/delete",
         }
     }
 
-    fn bit(self) -> u16 {
-        1 << (self as u16)
+    fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
 
@@ -93,7 +101,7 @@ impl fmt::Display for Action {
 
 /// The data actions a principal holds, resolved from its roles once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Actions(u16);
+pub(crate) struct Actions(u32);
 
 impl Actions {
     /// Every known action matched by one of `patterns` (Azure's syntax: `*` stands for any
@@ -124,7 +132,7 @@ impl Actions {
 ///
 /// | role | data actions | what the emulator lets it do |
 /// |---|---|---|
-/// | IoT Hub Data Reader | `Microsoft.Devices/IotHubs/*/read`, `…/fileUpload/notifications/action` | read devices, modules, twins (query included), configurations and statistics; receive file-upload notifications |
+/// | IoT Hub Data Reader | `Microsoft.Devices/IotHubs/*/read`, `…/fileUpload/notifications/action` | read devices, modules, twins (query included), configurations, jobs and statistics; receive file-upload notifications |
 /// | IoT Hub Data Contributor | `Microsoft.Devices/IotHubs/*` | everything |
 /// | IoT Hub Registry Contributor | `Microsoft.Devices/IotHubs/devices/*` | read, create, update and delete devices and modules (bulk included) |
 /// | IoT Hub Twin Contributor | `Microsoft.Devices/IotHubs/twins/*` | read, update and replace twins; query |
@@ -280,7 +288,8 @@ mod tests {
                 TwinsRead,
                 FileNotifications,
                 StatisticsRead,
-                ConfigurationsRead
+                ConfigurationsRead,
+                JobsRead
             ]
         );
         assert_eq!(actions_of(IotHubRole::DataContributor), Action::ALL);

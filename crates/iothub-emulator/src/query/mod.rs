@@ -1,5 +1,5 @@
 //! The IoT Hub query language behind `POST /devices/query`:
-//! `SELECT [TOP n] <projection> FROM devices|devices.modules [WHERE <cond>] [GROUP BY <paths>]`.
+//! `SELECT [TOP n] <projection> FROM devices|devices.modules|devices.jobs [WHERE <cond>] [GROUP BY <paths>]`.
 //!
 //! [`Query::parse`] turns the text into a small syntax tree (see `parse.rs`), and the
 //! methods of [`Query`] evaluate it against twin documents (see `eval.rs`).
@@ -29,6 +29,8 @@ pub(crate) enum Source {
     Devices,
     /// `FROM devices.modules`: module twins.
     Modules,
+    /// `FROM devices.jobs`: the devices' parts in scheduled jobs.
+    DeviceJobs,
 }
 
 /// Why a query was rejected; `Display` gives the message the service would return,

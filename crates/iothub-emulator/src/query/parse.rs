@@ -375,7 +375,7 @@ fn source(input: &mut Input<'_>) -> PResult<Source> {
     let Some(p) = path(input)? else {
         return Err(expected(
             input,
-            "a collection name (devices or devices.modules)",
+            "a collection name (devices, devices.modules or devices.jobs)",
         ));
     };
     let is = |segment: Option<&String>, name: &str| {
@@ -386,11 +386,14 @@ fn source(input: &mut Input<'_>) -> PResult<Source> {
         2 if is(p.segments.first(), "devices") && is(p.segments.get(1), "modules") => {
             Ok(Source::Modules)
         }
+        2 if is(p.segments.first(), "devices") && is(p.segments.get(1), "jobs") => {
+            Ok(Source::DeviceJobs)
+        }
         _ => Err(error(
             start,
             ErrKind::Invalid,
             format!(
-                "querying '{p}' is not supported; only devices and devices.modules can be queried"
+                "querying '{p}' is not supported; only devices, devices.modules and devices.jobs can be queried"
             ),
         )),
     }
@@ -401,6 +404,7 @@ fn strip_prefix(path: &mut Path, source: Source) {
     let prefix: &[&str] = match source {
         Source::Devices => &["devices"],
         Source::Modules => &["devices", "modules"],
+        Source::DeviceJobs => &["devices", "jobs"],
     };
     let has_prefix = path.segments.len() > prefix.len()
         && path

@@ -142,6 +142,7 @@ fn keywords_and_function_names_are_case_insensitive() {
     assert_eq!(query.top(), Some(2));
     assert!(query.matches(&doc()));
     assert_eq!(q("select * from Devices.Modules").source(), Source::Modules);
+    assert_eq!(q("select * from devices.JOBS").source(), Source::DeviceJobs);
     assert!(hits(
         "tags.flag = TRUE AND tags.n = NULL AND NOT tags.flag = False",
         &doc()
@@ -643,13 +644,13 @@ fn error_messages_have_positions() {
         ),
         (
             "SELECT * FROM",
-            "Syntax error at position 14: expected a collection name (devices or \
-             devices.modules), found end of query",
+            "Syntax error at position 14: expected a collection name (devices, \
+             devices.modules or devices.jobs), found end of query",
         ),
         (
-            "SELECT * FROM devices.jobs",
-            "Invalid query at position 15: querying 'devices.jobs' is not supported; only \
-             devices and devices.modules can be queried",
+            "SELECT * FROM devices.jobs.x",
+            "Invalid query at position 15: querying 'devices.jobs.x' is not supported; only \
+             devices, devices.modules and devices.jobs can be queried",
         ),
         (
             "SELECT * FROM devices WHERE",
@@ -747,7 +748,6 @@ fn malformed_queries_are_rejected() {
         "SELECT * FROM devices WHERE IS_DEFINED(tags.x",
         "SELECT * FROM devices WHERE IS_DEFINED(tags.x,)",
         "SELECT * FROM devices WHERE IS_DEFINED(tags.x) = true",
-        "SELECT * FROM devices.jobs",
         "SELECT * FROM jobs",
         "SELECT * FROM foo",
         "SELECT * FROM devices.modules.x",

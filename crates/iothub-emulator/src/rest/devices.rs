@@ -171,7 +171,8 @@ pub(super) fn bulk(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
     Ok(Answer::json(if ok { 200 } else { 400 }, body))
 }
 
-fn apply_bulk_entry(
+/// Applies one import entry by its importMode (bulk requests and import jobs alike).
+pub(crate) fn apply_bulk_entry(
     tx: &mut crate::state::store::Tx<'_>,
     e: &wire::ExportImportDevice,
 ) -> Result<(), ServiceError> {

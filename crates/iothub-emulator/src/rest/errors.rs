@@ -135,6 +135,23 @@ impl ServiceError {
             format!("The hub already has its maximum of {limit} configurations."),
         )
     }
+    pub(crate) fn job_not_found(id: &str) -> Self {
+        Self::new(
+            ErrorCode::JobNotFound,
+            format!("The job with ID '{id}' was not found."),
+        )
+    }
+    pub(crate) fn job_already_exists(id: &str) -> Self {
+        Self::new(
+            ErrorCode::JobAlreadyExists,
+            format!("A job with ID '{id}' already exists."),
+        )
+    }
+    /// 429 `ThrottlingMaxActiveJobCountExceeded` (429004): the code the C# v1 and v2 SDKs
+    /// and the documentation give "too many active jobs".
+    pub(crate) fn max_active_jobs(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ThrottlingMaxActiveJobCountExceeded, message)
+    }
     pub(crate) fn message_lock_lost(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::DeviceMessageLockLost, message)
     }
@@ -344,6 +361,19 @@ mod tests {
                 413,
                 "ConfigurationCountLimitExceeded",
                 413101,
+            ),
+            (ServiceError::job_not_found("j"), 404, "JobNotFound", 404002),
+            (
+                ServiceError::job_already_exists("j"),
+                409,
+                "JobAlreadyExists",
+                409104,
+            ),
+            (
+                ServiceError::max_active_jobs("m"),
+                429,
+                "ThrottlingMaxActiveJobCountExceeded",
+                429004,
             ),
             (
                 ServiceError::message_lock_lost("m"),

@@ -20,6 +20,18 @@ pub(super) async fn invoke(
     req: &Req,
 ) -> Result<Answer, ServiceError> {
     let call: wire::CloudToDeviceMethod = parse_model(&json_body(req)?, "method invocation")?;
+    let result = call_method(shared, id, mid, call).await?;
+    Ok(Answer::json(200, to_json(&result)))
+}
+
+/// The direct-method rendezvous: waits up to the connect timeout for the device or module to
+/// be online, then for its answer (a REST invocation and a scheduled method job alike).
+pub(crate) async fn call_method(
+    shared: &Shared,
+    id: &str,
+    mid: Option<&str>,
+    call: wire::CloudToDeviceMethod,
+) -> Result<wire::CloudToDeviceMethodResult, ServiceError> {
     let name = call
         .method_name
         .clone()
@@ -89,9 +101,8 @@ pub(super) async fn invoke(
     } else {
         response.payload
     };
-    let result = wire::CloudToDeviceMethodResult {
+    Ok(wire::CloudToDeviceMethodResult {
         status: Some(response.status),
         payload: Some(payload),
-    };
-    Ok(Answer::json(200, to_json(&result)))
+    })
 }

@@ -13,8 +13,9 @@
 //!   `modules.rs` (`/devices/{id}/modules`), `commands.rs` (`/devices/{id}/commands`),
 //!   `twins.rs` (`/twins`), `query.rs` (`/devices/query`), `methods.rs` (direct methods,
 //!   `/twins/{id}/methods`), `statistics.rs` (`/statistics`), `configurations.rs`
-//!   (`/configurations`, and `/devices/{id}/applyConfigurationContent`) and `feedback.rs`
-//!   (`/messages/serviceBound/feedback`, delivery feedback over HTTP).
+//!   (`/configurations`, and `/devices/{id}/applyConfigurationContent`), `jobs.rs` (`/jobs`:
+//!   import/export and scheduled jobs) and `feedback.rs` (`/messages/serviceBound/feedback`,
+//!   delivery feedback over HTTP).
 //! - `control.rs`: the emulator's own API under `/_emulator/`.
 //! - `errors.rs`: the service's error answers; `log.rs`: the request log.
 
@@ -23,15 +24,16 @@ mod commands;
 mod configurations;
 pub(crate) mod connections;
 pub(crate) mod control;
-mod devices;
+pub(crate) mod devices;
 pub(crate) mod errors;
 mod feedback;
+mod jobs;
 pub(crate) mod log;
-mod methods;
+pub(crate) mod methods;
 mod modules;
 mod query;
 mod request;
 mod routes;
 pub(crate) mod server;
 mod statistics;
-mod twins;
+pub(crate) mod twins;

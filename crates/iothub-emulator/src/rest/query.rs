@@ -1,4 +1,5 @@
-//! `POST /devices/query`: runs a query (see `crate::query`) over device or module twins, a
+//! `POST /devices/query`: runs a query (see `crate::query`) over device or module twins (or
+//! the devices' parts in scheduled jobs, `devices.jobs`), a
 //! page at a time, with the continuation token that says where the next page starts.
 
 use std::ops::Bound;
@@ -154,7 +155,11 @@ fn run(
         });
         (rows, next)
     };
-    let item_type = if query.is_star() { "twin" } else { "raw" };
+    let item_type = match (query.is_star(), source) {
+        (true, Source::DeviceJobs) => "deviceJob",
+        (true, _) => "twin",
+        (false, _) => "raw",
+    };
     let mut headers = vec![("x-ms-item-type", item_type.to_owned())];
     if let Some(next) = next {
         headers.push(("x-ms-continuation", next.encode()));
@@ -179,8 +184,20 @@ fn scan(
     };
     #[cfg(test)]
     shared.scan_gate.pass();
+    if source == Source::DeviceJobs {
+        // Keys are `<job creation number>/<device id>`, in order.
+        for (key, doc) in shared.jobs.device_job_documents() {
+            if after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            if !visit(key, doc) {
+                return;
+            }
+        }
+        return;
+    }
     let start = match (source, after_device) {
-        (_, None) => Bound::Unbounded,
+        (_, None) | (Source::DeviceJobs, _) => Bound::Unbounded,
         (Source::Devices, Some(d)) => Bound::Excluded(d),
         (Source::Modules, Some(d)) => Bound::Included(d),
     };
@@ -191,6 +208,7 @@ fn scan(
                     return;
                 }
             }
+            Source::DeviceJobs => return,
             Source::Modules => {
                 let same = after_device == Some(id);
                 for mid in entry.modules.keys() {

@@ -9,12 +9,13 @@ use super::answer::Answer;
 use super::errors::ServiceError;
 use super::request::Req;
 use super::{
-    commands, configurations, devices, feedback, methods, modules, query, statistics, twins,
+    commands, configurations, devices, feedback, jobs, methods, modules, query, statistics, twins,
 };
 use crate::auth::Permission;
 use crate::entra::Action;
 use crate::faults::OpClass;
 use crate::hub::Shared;
+use crate::jobs::check_job_id;
 use crate::state::configurations::check_configuration_id;
 use crate::state::identity::{check_device_id, check_module_id};
 
@@ -56,6 +57,14 @@ pub(crate) enum Route {
     ReceiveFeedback,
     CompleteFeedback(String),
     AbandonFeedback(String),
+    CreateImportExportJob,
+    ListImportExportJobs,
+    GetImportExportJob(String),
+    CancelImportExportJob(String),
+    CreateScheduledJob(String),
+    GetScheduledJob(String),
+    CancelScheduledJob(String),
+    QueryScheduledJobs,
 }
 
 impl Route {
@@ -95,7 +104,19 @@ impl Route {
                 )),
             };
         }
+        let jid = |i: usize| -> Result<String, ServiceError> {
+            check_job_id(s[i])?;
+            Ok(s[i].to_owned())
+        };
         let route = match (m, s.as_slice()) {
+            ("POST", ["jobs", "create"]) => Self::CreateImportExportJob,
+            ("GET", ["jobs"]) => Self::ListImportExportJobs,
+            ("GET", ["jobs", "v2", "query"]) => Self::QueryScheduledJobs,
+            ("PUT", ["jobs", "v2", _]) => Self::CreateScheduledJob(jid(2)?),
+            ("GET", ["jobs", "v2", _]) => Self::GetScheduledJob(jid(2)?),
+            ("POST", ["jobs", "v2", _, "cancel"]) => Self::CancelScheduledJob(jid(2)?),
+            ("GET", ["jobs", _]) => Self::GetImportExportJob(jid(1)?),
+            ("DELETE", ["jobs", _]) => Self::CancelImportExportJob(jid(1)?),
             ("GET", ["devices"]) => Self::ListDevices,
             ("POST", ["devices"]) => Self::Bulk,
             ("POST", ["devices", "query"]) => Self::Query,
@@ -143,7 +164,11 @@ impl Route {
                 | ["statistics", "devices" | "service"]
                 | ["configurations"]
                 | ["configurations", _]
-                | ["devices", _, "applyConfigurationContent"],
+                | ["devices", _, "applyConfigurationContent"]
+                | ["jobs"]
+                | ["jobs", _]
+                | ["jobs", "v2", _]
+                | ["jobs", "v2", _, "cancel"],
             ) => {
                 return Err(ServiceError::method_not_allowed(format!(
                     "The requested resource does not support http method '{m}'."
@@ -169,7 +194,9 @@ impl Route {
             | Self::DeviceStats
             | Self::ListConfigurations
             | Self::GetConfiguration(_)
-            | Self::TestQueries => &[RegistryRead],
+            | Self::TestQueries
+            | Self::ListImportExportJobs
+            | Self::GetImportExportJob(_) => &[RegistryRead],
             Self::Bulk
             | Self::PutDevice(_)
             | Self::DeleteDevice(_)
@@ -177,9 +204,16 @@ impl Route {
             | Self::DeleteModule(..)
             | Self::PutConfiguration(_)
             | Self::DeleteConfiguration(_)
-            | Self::ApplyContent(_) => &[RegistryWrite],
-            Self::Query | Self::GetTwin(..) => &[RegistryRead, ServiceConnect],
-            Self::UpdateTwin(..) => &[RegistryWrite, ServiceConnect],
+            | Self::ApplyContent(_)
+            | Self::CreateImportExportJob
+            | Self::CancelImportExportJob(_) => &[RegistryWrite],
+            Self::Query
+            | Self::GetTwin(..)
+            | Self::GetScheduledJob(_)
+            | Self::QueryScheduledJobs => &[RegistryRead, ServiceConnect],
+            Self::UpdateTwin(..) | Self::CreateScheduledJob(_) | Self::CancelScheduledJob(_) => {
+                &[RegistryWrite, ServiceConnect]
+            }
             Self::Invoke(..)
             | Self::Purge(_)
             | Self::ServiceStats
@@ -215,6 +249,14 @@ impl Route {
             Self::ReceiveFeedback | Self::CompleteFeedback(_) | Self::AbandonFeedback(_) => {
                 &[C2dFeedback]
             }
+            Self::ListImportExportJobs
+            | Self::GetImportExportJob(_)
+            | Self::GetScheduledJob(_)
+            | Self::QueryScheduledJobs => &[JobsRead],
+            Self::CreateImportExportJob
+            | Self::CreateScheduledJob(_)
+            | Self::CancelScheduledJob(_) => &[JobsWrite],
+            Self::CancelImportExportJob(_) => &[JobsDelete],
         }
     }
 
@@ -240,6 +282,14 @@ impl Route {
             | Self::DeleteConfiguration(_)
             | Self::TestQueries
             | Self::ApplyContent(_) => OpClass::Configurations,
+            Self::CreateImportExportJob
+            | Self::ListImportExportJobs
+            | Self::GetImportExportJob(_)
+            | Self::CancelImportExportJob(_)
+            | Self::CreateScheduledJob(_)
+            | Self::GetScheduledJob(_)
+            | Self::CancelScheduledJob(_)
+            | Self::QueryScheduledJobs => OpClass::Jobs,
             Self::Purge(_)
             | Self::DeviceStats
             | Self::ServiceStats
@@ -256,10 +306,7 @@ impl Route {
 /// the feature.
 fn not_emulated(s: &[&str]) -> Option<ServiceError> {
     let is = |i: usize, word: &str| s.get(i).is_some_and(|w| w.eq_ignore_ascii_case(word));
-    let message = if is(0, "jobs") {
-        "Jobs (import and export, with key-based or identity-based storage, and scheduled \
-         jobs) are not emulated by iothub-emulator"
-    } else if is(0, "digitaltwins") {
+    let message = if is(0, "digitaltwins") {
         "Digital twins (IoT Plug and Play) are not emulated by iothub-emulator; device twins \
          are, at /twins/{id}"
     } else if is(0, "devices")
@@ -308,6 +355,14 @@ pub(crate) async fn handle(
         Route::ReceiveFeedback => Ok(feedback::receive(shared)),
         Route::CompleteFeedback(token) => feedback::complete(shared, &token),
         Route::AbandonFeedback(token) => feedback::abandon(shared, &token),
+        Route::CreateImportExportJob => jobs::create_import_export(shared, req),
+        Route::ListImportExportJobs => Ok(jobs::list_import_export(shared)),
+        Route::GetImportExportJob(id) => jobs::get_import_export(shared, &id),
+        Route::CancelImportExportJob(id) => jobs::cancel_import_export(shared, &id),
+        Route::CreateScheduledJob(id) => jobs::create_scheduled(shared, &id, req),
+        Route::GetScheduledJob(id) => jobs::get_scheduled(shared, &id),
+        Route::CancelScheduledJob(id) => jobs::cancel_scheduled(shared, &id),
+        Route::QueryScheduledJobs => jobs::query_scheduled(shared, req),
     }
 }
 
@@ -353,7 +408,6 @@ mod tests {
         let e = Route::parse(&Method::GET, &segs("devices/a b")).unwrap_err();
         assert_eq!(e.status, 400);
         for (method, path) in [
-            (Method::PUT, "jobs/v2/j"),
             (Method::GET, "digitaltwins/d"),
             (Method::POST, "devices/d/messages/events"),
             (Method::POST, "devices/d/modules/m/messages/events"),
@@ -440,6 +494,75 @@ mod tests {
                 .class(),
             OpClass::Configurations
         );
+        // Jobs are emulated: import/export (v1) and scheduled (v2).
+        for (method, path, route, permissions, action) in [
+            (
+                Method::POST,
+                "jobs/create",
+                Route::CreateImportExportJob,
+                &[Permission::RegistryWrite][..],
+                Action::JobsWrite,
+            ),
+            (
+                Method::GET,
+                "jobs",
+                Route::ListImportExportJobs,
+                &[Permission::RegistryRead][..],
+                Action::JobsRead,
+            ),
+            (
+                Method::GET,
+                "jobs/j1",
+                Route::GetImportExportJob("j1".into()),
+                &[Permission::RegistryRead][..],
+                Action::JobsRead,
+            ),
+            (
+                Method::DELETE,
+                "jobs/j1",
+                Route::CancelImportExportJob("j1".into()),
+                &[Permission::RegistryWrite][..],
+                Action::JobsDelete,
+            ),
+            (
+                Method::PUT,
+                "jobs/v2/j",
+                Route::CreateScheduledJob("j".into()),
+                &[Permission::RegistryWrite, Permission::ServiceConnect][..],
+                Action::JobsWrite,
+            ),
+            (
+                Method::GET,
+                "jobs/v2/j",
+                Route::GetScheduledJob("j".into()),
+                &[Permission::RegistryRead, Permission::ServiceConnect][..],
+                Action::JobsRead,
+            ),
+            (
+                Method::POST,
+                "jobs/v2/j/cancel",
+                Route::CancelScheduledJob("j".into()),
+                &[Permission::RegistryWrite, Permission::ServiceConnect][..],
+                Action::JobsWrite,
+            ),
+            (
+                Method::GET,
+                "jobs/v2/query",
+                Route::QueryScheduledJobs,
+                &[Permission::RegistryRead, Permission::ServiceConnect][..],
+                Action::JobsRead,
+            ),
+        ] {
+            let r = Route::parse(&method, &segs(path)).unwrap();
+            assert_eq!(r, route, "{path}");
+            assert_eq!(r.permissions(), permissions, "{path}");
+            assert_eq!(r.data_actions(), &[action], "{path}");
+            assert_eq!(r.class(), OpClass::Jobs, "{path}");
+        }
+        let e = Route::parse(&Method::PATCH, &segs("jobs/v2/j")).unwrap_err();
+        assert_eq!(e.status, 405);
+        let e = Route::parse(&Method::GET, &segs("jobs/a b")).unwrap_err();
+        assert_eq!(e.status, 400);
         // Configuration ids follow their own rule; other methods are 405.
         let e = Route::parse(&Method::GET, &segs("configurations/Upper")).unwrap_err();
         assert_eq!(e.status, 400);

@@ -601,6 +601,7 @@ pub(crate) fn metric_count<'a>(
         let twins: Vec<Option<&str>> = match query.source() {
             Source::Devices => vec![None],
             Source::Modules => e.modules.keys().map(|m| Some(m.as_str())).collect(),
+            Source::DeviceJobs => Vec::new(),
         };
         twins.into_iter().map(move |m| render_twin(e, m))
     });

@@ -17,15 +17,16 @@ const SPECIAL: &str = "-:.+%_#*?!(),=@;$'";
 
 /// Checks a device id; the error is the service's 400 ArgumentInvalid.
 pub(crate) fn check_device_id(id: &str) -> Result<(), ServiceError> {
-    check("DeviceId", id)
+    check_id("DeviceId", id)
 }
 
 /// Checks a module id (same set; `$edgeAgent` and `$edgeHub` pass).
 pub(crate) fn check_module_id(id: &str) -> Result<(), ServiceError> {
-    check("ModuleId", id)
+    check_id("ModuleId", id)
 }
 
-fn check(what: &str, id: &str) -> Result<(), ServiceError> {
+/// Checks an id of the device id's form (device, module and job ids).
+pub(crate) fn check_id(what: &str, id: &str) -> Result<(), ServiceError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id != "."

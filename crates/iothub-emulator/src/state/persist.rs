@@ -53,6 +53,10 @@ pub(crate) struct C2dRows {
     pub(crate) feedback: Vec<(u64, Vec<u8>)>,
 }
 
+/// Import/export and scheduled jobs, by kind and id (`v1/{id}`, `v2/{id}`), each a JSON
+/// document.
+const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
+
 /// The database file under a data directory.
 pub(crate) struct Persist {
     db: Database,
@@ -114,6 +118,7 @@ impl Persist {
         // Make sure the tables exist so that reads of an empty store succeed.
         persist.write(&BTreeMap::new(), &BTreeMap::new())?;
         persist.write_c2d(&C2dChanges::default())?;
+        persist.write_jobs(&[])?;
         Ok(persist)
     }
 
@@ -212,6 +217,40 @@ impl Persist {
         }
         // redb's default durability fsyncs on commit: once this returns, the write
         // survives a crash.
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every stored job, as (key, JSON document).
+    pub(crate) fn load_jobs(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(JOBS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (key, value) =
+                row.map_err(|e| self.err(format!("the file is damaged: {e}; {RECOVER}")))?;
+            out.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes (Some) or removes (None) jobs in one durable transaction.
+    pub(crate) fn write_jobs(&self, rows: &[(String, Option<Vec<u8>>)]) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(JOBS).map_err(|e| self.err(e))?;
+            for (key, value) in rows {
+                match value {
+                    Some(bytes) => {
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    None => {
+                        table.remove(key.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+        }
         tx.commit().map_err(|e| self.err(e))
     }
 

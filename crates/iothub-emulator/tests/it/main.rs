@@ -15,6 +15,7 @@ mod faults;
 mod feedback;
 mod hub;
 mod interop;
+mod jobs;
 mod limits;
 mod methods;
 mod query;
