@@ -244,7 +244,7 @@ const BIND_HOST: &str = "127.0.0.3";
 /// The AMQP endpoint, on the port every SDK dials (5671) of the same host.
 const BIND_AMQP: &str = "127.0.0.3:5671";
 
-fn ci() -> bool {
+pub(crate) fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
@@ -410,12 +410,15 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), String> {
             None
         }
     };
+    // Last, as it adds its devices to the registry the other scenarios read.
+    let import_export = crate::jobs::import_export(&registry, mode, &mut notes).await?;
     let emulator_numbers = report::EmulatorNumbers {
         seeded,
         seed_secs,
         rss_empty_kib: rss_empty,
         rss_seeded_kib: rss_seeded,
         wrk,
+        import_export,
     };
     emulator.stop().await;
 

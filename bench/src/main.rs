@@ -15,6 +15,7 @@ mod chart;
 mod client;
 mod driver;
 mod emulator;
+mod jobs;
 mod measure;
 mod report;
 

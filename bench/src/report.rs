@@ -104,6 +104,8 @@ pub(crate) struct EmulatorNumbers {
     pub(crate) rss_empty_kib: u64,
     pub(crate) rss_seeded_kib: u64,
     pub(crate) wrk: Option<WrkNumbers>,
+    /// The import/export scenario through Azurite; `None` when Azurite was not running.
+    pub(crate) import_export: Option<crate::jobs::ImportExportNumbers>,
 }
 
 /// Where and how the run happened.
@@ -628,6 +630,36 @@ impl Report {
                 " (scaled from the devices seeded)".to_owned()
             }
         );
+        match &e.import_export {
+            Some(j) => {
+                let _ = writeln!(
+                    md,
+                    "- **Import and export through Azurite:** an import job of {} devices \
+                     (`devices.txt` of {} MiB, written by `import_file_bytes` in {} s, uploaded \
+                     in {} s) ran in **{} s, {} devices/s**; an export job of the registry \
+                     ({} devices) in **{} s, {} devices/s**, read back as a stream in {} s. \
+                     Each time runs from the job's creation to `JobManager` reading it \
+                     `completed` (polling every 100 ms).",
+                    thousands(j.imported),
+                    num(j.file_bytes as f64 / (1024.0 * 1024.0)),
+                    num(j.write_secs),
+                    num(j.upload_secs),
+                    num(j.import_secs),
+                    thousands((j.imported as f64 / j.import_secs.max(1e-9)).round() as u64),
+                    thousands(j.exported),
+                    num(j.export_secs),
+                    thousands((j.exported as f64 / j.export_secs.max(1e-9)).round() as u64),
+                    num(j.read_secs),
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "- **Import and export through Azurite:** not measured (Azurite not \
+                     running; see the notes)."
+                );
+            }
+        }
         let _ = writeln!(
             md,
             "- **Seeding:** {} devices through `RegistryManager::bulk` (2 calls of 100 in \
