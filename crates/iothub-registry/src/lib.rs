@@ -24,6 +24,8 @@ mod twin_patch;
 mod twins;
 
 pub use iothub_rest_gen::IotDateTime;
+/// A container SAS URI whose signature is never shown (re-exported from `iothub-rest-gen`).
+pub use iothub_rest_gen::SasUri;
 /// The service's models, generated from its spec (re-exported from `iothub-rest-gen`).
 pub use iothub_rest_gen::types as models;
 

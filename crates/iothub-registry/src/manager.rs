@@ -117,7 +117,7 @@ impl RegistryManager {
     }
 
     /// The generated REST client, authenticated the same way, for operations this crate does
-    /// not wrap (jobs, digital twins).
+    /// not wrap (digital twins).
     pub fn rest(&self) -> &Client {
         &self.rest
     }
