@@ -2,6 +2,7 @@
 
 mod azure_ad;
 mod configurations;
+mod jobs;
 mod parity;
 mod registry_auth;
 mod registry_c2d;
