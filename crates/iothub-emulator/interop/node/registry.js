@@ -3,14 +3,19 @@
 // addDevices/updateDevices/removeDevices, statistics and the configuration methods
 // (addConfiguration, getConfiguration(s), updateConfiguration with and without force,
 // removeConfiguration, applyConfigurationContentOnDevice), with the service's values and
-// failures. Environment: IOTHUB_CONNECTION_STRING and NODE_EXTRA_CA_CERTS (the emulator's
-// CA). Prints one line per check, then "node: N passed, M failed".
+// failures; and jobs: JobClient's scheduleTwinUpdate, scheduleDeviceMethod, getJob, cancelJob
+// and createQuery, the Registry's exportDevicesToBlob, importDevicesFromBlob, getJob,
+// listJobs and cancelJob (with Azurite as the storage account). Environment:
+// IOTHUB_CONNECTION_STRING and NODE_EXTRA_CA_CERTS (the emulator's CA), and
+// IOTHUB_INTEROP_BLOB_IN/_OUT (container SAS URLs) or IOTHUB_INTEROP_NO_BLOB=1. Prints one
+// line per check, then "node: N passed, M failed".
 'use strict';
 
 const assert = require('assert');
 const crypto = require('crypto');
+const http = require('http');
 const https = require('https');
-const { Client, Registry } = require('azure-iothub');
+const { Client, JobClient, Registry } = require('azure-iothub');
 const { Message } = require('azure-iothub/dist/common-core/message');
 
 const cs = process.env.IOTHUB_CONNECTION_STRING;
@@ -48,7 +53,7 @@ async function expectError(promise, className, status, code) {
 }
 
 // The emulator's control API (what the device does); trusted through NODE_EXTRA_CA_CERTS.
-function control(method, path) {
+function control(method, path, json) {
   return new Promise((resolve, reject) => {
     const req = https.request({ host, method, path: `/_emulator${path}` }, (res) => {
       let body = '';
@@ -57,7 +62,7 @@ function control(method, path) {
         : reject(new Error(`${method} ${path}: ${res.statusCode} ${body}`))));
     });
     req.on('error', reject);
-    req.end();
+    req.end(json === undefined ? undefined : JSON.stringify(json));
   });
 }
 
@@ -318,6 +323,134 @@ async function main() {
       cs.replace(/SharedAccessKey=[^;]*/, 'SharedAccessKey=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA='));
     await expectError(bad.list(), 'UnauthorizedError', 401, 'IotHubUnauthorizedAccess');
   });
+
+  // ---- JobClient (scheduled jobs) and the Registry's import/export jobs, with Azurite as
+  // the storage account (IOTHUB_INTEROP_BLOB_IN and _OUT: container SAS URLs;
+  // IOTHUB_INTEROP_NO_BLOB=1 leaves the import/export checks out).
+  const jobs = JobClient.fromConnectionString(cs);
+  const body = (r) => (r && (r.jobStatus || r.responseBody || r.result)) || r;
+  async function waitJob(get, jobId) {
+    for (let i = 0; i < 300; i++) {
+      const job = body(await get(jobId));
+      if (['completed', 'failed', 'cancelled'].includes(job.status)) return job;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new Error(`job ${jobId} did not finish`);
+  }
+
+  await check('JobClient.scheduleTwinUpdate and getJob until completed', async () => {
+    await registry.create({ deviceId: dev('job-twin') });
+    const jobId = `node-twin-${run}`;
+    const created = body(await jobs.scheduleTwinUpdate(jobId, `deviceId = '${dev('job-twin')}'`,
+      { etag: '*', tags: { job: run }, properties: { desired: { fromJob: 1 } } }, new Date(), 60));
+    assert.strictEqual(created.status, 'queued');
+    const job = await waitJob((id) => jobs.getJob(id), jobId);
+    assert.strictEqual(job.status, 'completed', JSON.stringify(job));
+    assert.strictEqual(job.deviceJobStatistics.succeededCount, 1);
+    const twin = (await registry.getTwin(dev('job-twin'))).responseBody;
+    assert.strictEqual(twin.tags.job, run);
+    assert.strictEqual(twin.properties.desired.fromJob, 1);
+  });
+
+  await check('JobClient.scheduleDeviceMethod on a device online through the control API', async () => {
+    await registry.create({ deviceId: dev('job-method') });
+    await control('POST', `/devices/${dev('job-method')}/connect`);
+    await control('PUT', `/devices/${dev('job-method')}/methods/reboot`, { status: 200, payload: 'done' });
+    const jobId = `node-method-${run}`;
+    await jobs.scheduleDeviceMethod(jobId, `deviceId = '${dev('job-method')}'`,
+      { methodName: 'reboot', payload: {}, responseTimeoutInSeconds: 30 }, new Date(), 60);
+    const job = await waitJob((id) => jobs.getJob(id), jobId);
+    assert.strictEqual(job.status, 'completed', JSON.stringify(job));
+    assert.strictEqual(job.deviceJobStatistics.succeededCount, 1);
+  });
+
+  await check('JobClient.cancelJob of a queued job', async () => {
+    const jobId = `node-cancel-${run}`;
+    await jobs.scheduleTwinUpdate(jobId, "deviceId = 'nobody'", { etag: '*', tags: { never: true } },
+      new Date(Date.now() + 3600 * 1000), 60);
+    const cancelled = body(await jobs.cancelJob(jobId));
+    assert.strictEqual(cancelled.status, 'cancelled');
+    assert.strictEqual(body(await jobs.getJob(jobId)).status, 'cancelled');
+  });
+
+  await check('JobClient.createQuery over jobs: by type and status, a page at a time', async () => {
+    const query = jobs.createQuery('scheduleUpdateTwin', undefined, 1);
+    const ids = [];
+    for (let page = 0; page < 100; page++) {
+      // With a promise, next() takes the token explicitly (without one it starts over).
+      const next = await query.next(query.continuationToken);
+      const result = next.result || next;
+      ids.push(...result.items.map((j) => j.jobId));
+      if (!query.hasMoreResults) break;
+    }
+    assert.ok(ids.includes(`node-twin-${run}`) && ids.includes(`node-cancel-${run}`), ids);
+    assert.ok(!ids.includes(`node-method-${run}`), ids);
+    const cancelled = await jobs.createQuery(undefined, 'cancelled').next();
+    const items = (cancelled.result || cancelled).items.map((j) => j.jobId).filter((id) => id.endsWith(run));
+    assert.deepStrictEqual(items, [`node-cancel-${run}`]);
+  });
+
+  if (process.env.IOTHUB_INTEROP_NO_BLOB !== '1') {
+    const blobIn = process.env.IOTHUB_INTEROP_BLOB_IN;
+    const blobOut = process.env.IOTHUB_INTEROP_BLOB_OUT;
+    const blobUrl = (container, name) => {
+      const [base, sas] = container.split('?');
+      return `${base}/${name}?${sas}`;
+    };
+    const storage = (method, url, data) => new Promise((resolve, reject) => {
+      const headers = { 'x-ms-version': '2019-12-12' };
+      if (data !== undefined) {
+        headers['x-ms-blob-type'] = 'BlockBlob';
+        headers['content-length'] = Buffer.byteLength(data);
+      }
+      const req = http.request(url, { method, headers }, (res) => {
+        let text = '';
+        res.on('data', (chunk) => { text += chunk; });
+        res.on('end', () => (res.statusCode < 300 ? resolve(text)
+          : reject(new Error(`${method} blob: ${res.statusCode} ${text}`))));
+      });
+      req.on('error', reject);
+      req.end(data);
+    });
+    const jobIds = [];
+
+    await check('Registry.exportDevicesToBlob and getJob until completed: devices.txt', async () => {
+      await registry.create({ deviceId: dev('exported') });
+      const job = body(await registry.exportDevicesToBlob(blobOut, true));
+      assert.strictEqual(job.status, 'enqueued');
+      jobIds.push(job.jobId);
+      const done = await waitJob((id) => registry.getJob(id), job.jobId);
+      assert.strictEqual(done.status, 'completed', JSON.stringify(done));
+      const lines = (await storage('GET', blobUrl(blobOut, 'devices.txt'))).split('\n').filter((l) => l.trim());
+      const mine = lines.map((l) => JSON.parse(l)).filter((d) => d.id === dev('exported'));
+      assert.strictEqual(mine.length, 1);
+      assert.ok(!mine[0].authentication.symmetricKey.primaryKey, 'keys excluded');
+    });
+
+    await check('Registry.importDevicesFromBlob applies devices.txt', async () => {
+      await storage('PUT', blobUrl(blobIn, 'devices.txt'),
+        JSON.stringify({ id: dev('imported'), importMode: 'createOrUpdate', tags: { from: 'node' } }));
+      const job = body(await registry.importDevicesFromBlob(blobIn, blobOut));
+      jobIds.push(job.jobId);
+      const done = await waitJob((id) => registry.getJob(id), job.jobId);
+      assert.strictEqual(done.status, 'completed', JSON.stringify(done));
+      const twin = (await registry.getTwin(dev('imported'))).responseBody;
+      assert.strictEqual(twin.tags.from, 'node');
+    });
+
+    await check('Registry.listJobs', async () => {
+      const list = body(await registry.listJobs());
+      const ids = list.map((j) => j.jobId);
+      for (const id of jobIds) assert.ok(ids.includes(id), `${id} in ${ids}`);
+    });
+
+    await check('Registry.cancelJob', async () => {
+      const job = body(await registry.exportDevicesToBlob(blobOut, false));
+      await registry.cancelJob(job.jobId);
+      const done = await waitJob((id) => registry.getJob(id), job.jobId);
+      assert.ok(['cancelled', 'completed'].includes(done.status), done.status);
+    });
+  }
 
   const failed = results.filter(([, err]) => err).length;
   console.log(`node: ${results.length - failed} passed, ${failed} failed`);

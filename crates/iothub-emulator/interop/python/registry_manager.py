@@ -1,6 +1,10 @@
-"""Every REST method of the official Python IoTHubRegistryManager, IoTHubConfigurationManager
-and IoTHubHttpRuntimeManager (azure-iot-hub 2.7.0), unmodified, against the iothub-emulator,
-with the values and failures the service gives.
+"""Every REST method of the official Python IoTHubRegistryManager, IoTHubConfigurationManager,
+IoTHubHttpRuntimeManager and IoTHubJobManager (azure-iot-hub 2.7.0), unmodified, against the
+iothub-emulator, with the values and failures the service gives.
+
+Jobs: IOTHUB_INTEROP_BLOB_IN and IOTHUB_INTEROP_BLOB_OUT are container SAS URLs in Azurite
+(the storage account of import and export jobs); IOTHUB_INTEROP_NO_BLOB=1 leaves the
+import/export checks out (no Azurite).
 
 Environment: IOTHUB_CONNECTION_STRING (the emulator's iothubowner connection string),
 REQUESTS_CA_BUNDLE (the emulator's CA, for HTTPS) and AMQP_CA_BUNDLE (the same CA, for the
@@ -16,6 +20,7 @@ leaves those checks out (no azure-identity installed).
 """
 
 import base64
+import datetime
 import json
 import os
 import sys
@@ -33,6 +38,7 @@ certifi.where = lambda: os.environ["AMQP_CA_BUNDLE"]
 from azure.iot.hub import (  # noqa: E402
     IoTHubConfigurationManager,
     IoTHubHttpRuntimeManager,
+    IoTHubJobManager,
     IoTHubRegistryManager,
 )
 from azure.iot.hub.models import (  # noqa: E402
@@ -43,6 +49,8 @@ from azure.iot.hub.models import (  # noqa: E402
     ConfigurationMetrics,
     ConfigurationQueriesTestInput,
     ExportImportDevice,
+    JobProperties,
+    JobRequest,
     QuerySpecification,
     SymmetricKey,
     Twin,
@@ -558,6 +566,168 @@ def _():
     assert second.headers["ETag"] != first.headers["ETag"]
     expect_error(lambda: hr.abandon_feedback_notification(first.headers["ETag"].strip('"')), 412)
     hr.complete_feedback_notification(second.headers["ETag"].strip('"'))
+
+
+# ---- IoTHubJobManager: scheduled jobs on the emulator's clock, and import/export with Azurite
+# as the storage account (IOTHUB_INTEROP_BLOB_IN and _OUT: container SAS URLs; without them,
+# IOTHUB_INTEROP_NO_BLOB=1, the import/export checks are left out).
+
+jm = IoTHubJobManager.from_connection_string(CS)
+BLOB = os.environ.get("IOTHUB_INTEROP_NO_BLOB") != "1"
+
+
+def wait_job(get, job_id, done=("completed", "failed", "cancelled")):
+    for _ in range(300):
+        job = get(job_id)
+        if job.status in done:
+            return job
+        time.sleep(0.1)
+    raise AssertionError("job %s did not finish: %s" % (job_id, job.status))
+
+
+def blob_url(container, name):
+    base, _, sas = container.partition("?")
+    return "%s/%s?%s" % (base, name, sas)
+
+
+def soon(seconds=0):
+    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+
+
+@check("IoTHubJobManager.create_scheduled_job (scheduleUpdateTwin) and get_scheduled_job until completed")
+def _():
+    rm.create_device_with_sas(dev("job-twin"), KEY1, KEY2, "enabled")
+    job_id = "py-twin-" + RUN
+    request = JobRequest(
+        job_id=job_id,
+        type="scheduleUpdateTwin",
+        query_condition="deviceId = '%s'" % dev("job-twin"),
+        update_twin=Twin(etag="*", tags={"job": RUN}, properties=TwinProperties(desired={"fromJob": 1})),
+        start_time=soon(),
+        max_execution_time_in_seconds=60,
+    )
+    created = jm.create_scheduled_job(job_id, request)
+    assert created.status == "queued" and created.job_id == job_id, created.status
+    job = wait_job(jm.get_scheduled_job, job_id)
+    assert job.status == "completed", (job.status, job.failure_reason)
+    stats = job.device_job_statistics
+    assert (stats.device_count, stats.succeeded_count, stats.failed_count) == (1, 1, 0), stats
+    twin = rm.get_twin(dev("job-twin"))
+    assert twin.tags == {"job": RUN} and twin.properties.desired["fromJob"] == 1
+
+
+@check("create_scheduled_job (scheduleDeviceMethod) on a device online through the control API")
+def _():
+    rm.create_device_with_sas(dev("job-method"), KEY1, KEY2, "enabled")
+    control("POST", "/devices/%s/connect" % dev("job-method"))
+    control("PUT", "/devices/%s/methods/reboot" % dev("job-method"), {"status": 200, "payload": {"ok": True}})
+    job_id = "py-method-" + RUN
+    request = JobRequest(
+        job_id=job_id,
+        type="scheduleDeviceMethod",
+        query_condition="deviceId = '%s'" % dev("job-method"),
+        cloud_to_device_method=CloudToDeviceMethod(method_name="reboot", payload={}, response_timeout_in_seconds=30),
+        start_time=soon(),
+        max_execution_time_in_seconds=60,
+    )
+    assert jm.create_scheduled_job(job_id, request).status == "queued"
+    job = wait_job(jm.get_scheduled_job, job_id)
+    assert job.status == "completed" and job.device_job_statistics.succeeded_count == 1, job.status
+    # query_iot_hub reads every row as a Twin; devices.jobs rows are device jobs.
+    rows = rm.query_iot_hub(QuerySpecification(query="SELECT * FROM devices.jobs WHERE jobId = '%s'" % job_id))
+    assert rows.type == "deviceJob" and len(rows.items) == 1, rows.type
+
+
+@check("cancel_scheduled_job of a queued job; a method timeout of 4 s: 400")
+def _():
+    job_id = "py-cancel-" + RUN
+    request = JobRequest(
+        job_id=job_id,
+        type="scheduleUpdateTwin",
+        query_condition="deviceId = 'nobody'",
+        update_twin=Twin(etag="*", tags={"never": True}),
+        start_time=soon(3600),
+        max_execution_time_in_seconds=60,
+    )
+    jm.create_scheduled_job(job_id, request)
+    assert jm.cancel_scheduled_job(job_id).status == "cancelled"
+    assert jm.get_scheduled_job(job_id).status == "cancelled"
+    bad = JobRequest(
+        job_id="py-bad-" + RUN,
+        type="scheduleDeviceMethod",
+        query_condition="deviceId = 'nobody'",
+        cloud_to_device_method=CloudToDeviceMethod(method_name="m", response_timeout_in_seconds=4),
+        start_time=soon(),
+        max_execution_time_in_seconds=60,
+    )
+    expect_error(lambda: jm.create_scheduled_job("py-bad-" + RUN, bad), 400, "ArgumentInvalid")
+    expect_error(lambda: jm.get_scheduled_job("py-none-" + RUN), 404, "JobNotFound")
+
+
+@check("query_scheduled_jobs by type and status")
+def _():
+    twin_jobs = jm.query_scheduled_jobs("scheduleUpdateTwin", None)
+    ids = [j["jobId"] for j in twin_jobs.items]
+    assert "py-twin-" + RUN in ids and "py-method-" + RUN not in ids, ids
+    cancelled = jm.query_scheduled_jobs(None, "cancelled")
+    assert [j["jobId"] for j in cancelled.items if j["jobId"].endswith(RUN)] == ["py-cancel-" + RUN], cancelled.items
+    assert twin_jobs.type == "jobResponse"
+
+
+if BLOB:
+    BLOB_IN = os.environ["IOTHUB_INTEROP_BLOB_IN"]
+    BLOB_OUT = os.environ["IOTHUB_INTEROP_BLOB_OUT"]
+
+    @check("create_import_export_job (export) and get_import_export_job until completed: devices.txt")
+    def _():
+        rm.create_device_with_sas(dev("exported"), KEY1, KEY2, "enabled")
+        job = jm.create_import_export_job(JobProperties(
+            type="export", output_blob_container_uri=BLOB_OUT, exclude_keys_in_export=False))
+        assert job.status == "enqueued" and job.type == "export", job.status
+        job = wait_job(jm.get_import_export_job, job.job_id)
+        assert job.status == "completed", (job.status, job.failure_reason)
+        text = requests.get(blob_url(BLOB_OUT, "devices.txt"), timeout=30).text
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        mine = [d for d in lines if d["id"] == dev("exported")]
+        assert mine and mine[0]["authentication"]["symmetricKey"]["primaryKey"] == KEY1, mine
+
+    @check("create_import_export_job (import): devices.txt applied, importErrors.log for the failed line")
+    def _():
+        body = "\n".join([
+            json.dumps({"id": dev("imported"), "importMode": "create", "tags": {"from": "import"}}),
+            json.dumps({"id": dev("ghost"), "importMode": "update"}),
+        ])
+        r = requests.put(blob_url(BLOB_IN, "devices.txt"), data=body.encode(),
+                         headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2019-12-12"}, timeout=30)
+        assert r.status_code == 201, (r.status_code, r.text)
+        job = jm.create_import_export_job(JobProperties(
+            type="import", input_blob_container_uri=BLOB_IN, output_blob_container_uri=BLOB_OUT))
+        job = wait_job(jm.get_import_export_job, job.job_id)
+        assert job.status == "completed", (job.status, job.failure_reason)
+        assert rm.get_twin(dev("imported")).tags == {"from": "import"}
+        log = requests.get(blob_url(BLOB_OUT, "importErrors.log"), timeout=30).text
+        errors = [json.loads(line) for line in log.splitlines() if line.strip()]
+        assert [(e["deviceId"], e["errorCode"]) for e in errors] == [(dev("ghost"), "DeviceNotFound")], errors
+
+    @check("get_import_export_jobs lists the jobs")
+    def _():
+        jobs = jm.get_import_export_jobs()
+        assert len(jobs) >= 2 and all(j.status == "completed" for j in jobs), [j.status for j in jobs]
+
+    @check("cancel_import_export_job, and of a missing job: 404 JobNotFound")
+    def _():
+        job = jm.create_import_export_job(JobProperties(type="export", output_blob_container_uri=BLOB_OUT))
+        jm.cancel_import_export_job(job.job_id)
+        assert wait_job(jm.get_import_export_job, job.job_id).status in ("cancelled", "completed")
+        expect_error(lambda: jm.cancel_import_export_job(str(uuid.uuid4())), 404, "JobNotFound")
+
+    @check("identity-based storage is not emulated: 400")
+    def _():
+        e = expect_error(lambda: jm.create_import_export_job(JobProperties(
+            type="export", output_blob_container_uri=BLOB_OUT.partition("?")[0],
+            storage_authentication_type="identityBased")), 400, "ArgumentInvalid")
+        assert "not emulated" in e.response.text
+        assert "sig=" not in e.response.text
 
 
 if AAD:

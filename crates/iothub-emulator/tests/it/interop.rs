@@ -14,12 +14,17 @@
 //! gets tokens from the emulator's Entra ID look-alike, for two app registrations configured
 //! here (IoT Hub Data Contributor and IoT Hub Data Reader). Without `azure-identity` those
 //! checks are left out and the test records a skip.
+//!
+//! Both suites run import and export jobs with Azurite as the storage account: containers
+//! created here, their SAS URLs passed in the environment. Without Azurite those checks are
+//! left out and the test records a skip (a failure under `CI=true`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use iothub_emulator::{Emulator, EntraClient, IotHubRole};
+use iothub_test_support::azurite::{self, Container};
 use iothub_test_support::skip::skip;
 use iothub_test_support::{loopback, sdk};
 
@@ -27,10 +32,14 @@ const TEST: &str = "interop::official_python_and_node_sdks_accept_the_emulator";
 
 /// Named checks of `interop/python/registry_manager.py`, with and without the Azure AD ones;
 /// `.ci/run` requires the first.
-const PYTHON_CHECKS: u32 = 35;
-const PYTHON_CHECKS_WITHOUT_AAD: u32 = 30;
+const PYTHON_CHECKS: u32 = 44;
+const PYTHON_AAD_CHECKS: u32 = 5;
+/// Python's import/export checks, which need Azurite.
+const PYTHON_BLOB_CHECKS: u32 = 5;
 /// Named checks of `interop/node/registry.js`.
-const NODE_CHECKS: u32 = 19;
+const NODE_CHECKS: u32 = 27;
+/// Node's import/export checks, which need Azurite.
+const NODE_BLOB_CHECKS: u32 = 4;
 
 /// The Entra app registrations the Python suite signs in as: (client id, secret).
 const AAD_CONTRIBUTOR: (&str, &str) = ("py-interop-contributor", "py-contributor-secret");
@@ -107,6 +116,24 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
         }
     };
     let ca = hub.ca_certificate_path().unwrap().to_owned();
+    // Azurite is the storage account of the import/export checks: a container each for the
+    // input and the output, shared by both suites (their device ids differ).
+    let blob = match azurite::require(&format!("{TEST} (import/export jobs)")) {
+        Some(endpoint) => Some((
+            Container::create(&endpoint, "interop-in").await.unwrap(),
+            Container::create(&endpoint, "interop-out").await.unwrap(),
+        )),
+        None => None,
+    };
+    let blob_env = |cmd: &mut Command| match &blob {
+        Some((input, output)) => {
+            cmd.env("IOTHUB_INTEROP_BLOB_IN", input.sas_url())
+                .env("IOTHUB_INTEROP_BLOB_OUT", output.sas_url());
+        }
+        None => {
+            cmd.env("IOTHUB_INTEROP_NO_BLOB", "1");
+        }
+    };
     let cs = hub.connection_string();
     assert!(cs.starts_with("HostName=127.0.0.2;"), "{cs}");
 
@@ -130,9 +157,12 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
                 .env("IOTHUB_AAD_READER_SECRET", AAD_READER.1)
                 // The credential must ask the emulator, whatever the environment says.
                 .env_remove("AZURE_AUTHORITY_HOST");
-            let expected = if aad {
-                PYTHON_CHECKS
-            } else {
+            blob_env(&mut cmd);
+            let mut expected = PYTHON_CHECKS;
+            if blob.is_none() {
+                expected -= PYTHON_BLOB_CHECKS;
+            }
+            if !aad {
                 skip(
                     &format!("{TEST} (python Azure AD checks)"),
                     &format!(
@@ -141,8 +171,8 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
                     ),
                 );
                 cmd.env("IOTHUB_INTEROP_NO_AAD", "1");
-                PYTHON_CHECKS_WITHOUT_AAD
-            };
+                expected -= PYTHON_AAD_CHECKS;
+            }
             let (passed, failed) = tokio::task::spawn_blocking(move || run_suite("python", cmd))
                 .await
                 .unwrap();
@@ -164,13 +194,19 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
             .env("IOTHUB_CONNECTION_STRING", &cs)
             .env("NODE_EXTRA_CA_CERTS", &ca)
             .env("NO_PROXY", "*");
+        blob_env(&mut cmd);
+        let expected = if blob.is_some() {
+            NODE_CHECKS
+        } else {
+            NODE_CHECKS - NODE_BLOB_CHECKS
+        };
         let (passed, failed) = tokio::task::spawn_blocking(move || run_suite("node", cmd))
             .await
             .unwrap();
         assert_eq!(failed, 0, "node: {passed} passed, {failed} failed");
         assert!(
-            passed >= NODE_CHECKS,
-            "node ran only {passed} of {NODE_CHECKS} checks"
+            passed >= expected,
+            "node ran only {passed} of {expected} checks"
         );
     } else {
         skip(
