@@ -11,7 +11,7 @@ use iothub_registry::import_export_file::{read_export, write_import_file};
 use iothub_registry::models::{DeviceStatus, ExportImportDevice, ImportMode, JobStatus, JobType};
 use iothub_registry::{
     DeviceMethod, DeviceOptions, IfMatch, ImportExportJob, RegistryManager, SasKeys, ScheduledJob,
-    TwinPatch,
+    TwinPatch, bulk_entry,
 };
 use iothub_test_support::azurite::{self, Container};
 use iothub_test_support::emulator::registry;
@@ -307,5 +307,224 @@ async fn export_and_import_round_trip_through_azurite() {
     );
     let stats = registry.get_device_registry_statistics().await.unwrap();
     assert_eq!(stats.total_device_count, Some(25));
+    hub.shutdown().await;
+}
+
+/// An import file with a line of every import mode, written by the helper, applied by an
+/// import job as the bulk API would; the line that fails (a stale etag) is in
+/// `importErrors.log` of the output container, and the others are applied.
+#[tokio::test]
+async fn every_import_mode_through_azurite() {
+    let Some(endpoint) = azurite::require("every_import_mode_through_azurite") else {
+        return;
+    };
+    let (hub, registry) = start().await;
+    let existing = [
+        "m-update",
+        "m-update-etag",
+        "m-delete",
+        "m-delete-etag",
+        "m-twin",
+        "m-twin-etag",
+        "m-stale",
+    ];
+    devices(&registry, "modes", &existing).await;
+    let device_etag = |id: &'static str| {
+        let registry = registry.clone();
+        async move { registry.get_device(id).await.unwrap().etag }
+    };
+    let twin_etag = registry.get_twin("m-twin-etag").await.unwrap().etag;
+    let keys = SasKeys::new("AAECAwQFBgcICQoLDA0ODw==", "EBESExQVFhcYGRobHB0eHw==");
+    let line = |id: &str, mode: ImportMode| {
+        let mut device = bulk_entry::create(id, keys.clone());
+        device.import_mode = Some(mode);
+        device
+    };
+    let disabled = |mut device: ExportImportDevice| {
+        device.status = Some(DeviceStatus::Disabled);
+        device
+    };
+    let tagged = |mut device: ExportImportDevice, mode: &str| {
+        device.authentication = None;
+        device.tags = json!({ "mode": mode }).as_object().unwrap().clone();
+        device
+    };
+    let mut lines = vec![
+        line("m-new", ImportMode::Create),
+        disabled(line("m-update", ImportMode::Update)),
+        disabled(ExportImportDevice {
+            e_tag: device_etag("m-update-etag").await,
+            ..line("m-update-etag", ImportMode::UpdateIfMatchETag)
+        }),
+        bulk_entry::delete("m-delete"),
+        ExportImportDevice {
+            e_tag: device_etag("m-delete-etag").await,
+            authentication: None,
+            ..line("m-delete-etag", ImportMode::DeleteIfMatchETag)
+        },
+        tagged(line("m-twin", ImportMode::UpdateTwin), "updateTwin"),
+        tagged(
+            ExportImportDevice {
+                twin_e_tag: twin_etag,
+                ..line("m-twin-etag", ImportMode::UpdateTwinIfMatchETag)
+            },
+            "updateTwinIfMatchETag",
+        ),
+    ];
+    lines.push(disabled(ExportImportDevice {
+        e_tag: Some("c3RhbGU=".into()),
+        ..line("m-stale", ImportMode::UpdateIfMatchETag)
+    }));
+    let mut file = Vec::new();
+    assert_eq!(write_import_file(&mut file, lines).await.unwrap(), 8);
+    let container = Container::create(&endpoint, "modes").await.unwrap();
+    container.put("devices.txt", file).await.unwrap();
+    let jobs = registry.jobs();
+    let job = jobs
+        .create_import_export_job(ImportExportJob::import(
+            container.sas_url(),
+            container.sas_url(),
+        ))
+        .await
+        .unwrap();
+    let done = jobs
+        .wait_for_import_export_job(job.job_id.unwrap())
+        .poll_interval(POLL)
+        .deadline(DEADLINE)
+        .wait()
+        .await
+        .unwrap();
+    assert!(iothub_registry::is_terminal(done.status.as_ref().unwrap()));
+
+    let status = |id: &'static str| {
+        let registry = registry.clone();
+        async move { registry.get_device(id).await.map(|d| d.status) }
+    };
+    assert!(status("m-new").await.is_ok());
+    assert_eq!(
+        status("m-update").await.unwrap(),
+        Some(DeviceStatus::Disabled)
+    );
+    assert_eq!(
+        status("m-update-etag").await.unwrap(),
+        Some(DeviceStatus::Disabled)
+    );
+    assert!(status("m-delete").await.unwrap_err().is_not_found());
+    assert!(status("m-delete-etag").await.unwrap_err().is_not_found());
+    for (id, mode) in [
+        ("m-twin", "updateTwin"),
+        ("m-twin-etag", "updateTwinIfMatchETag"),
+    ] {
+        let twin = registry.get_twin(id).await.unwrap();
+        assert_eq!(twin.tags.get("mode"), Some(&json!(mode)), "{id}");
+    }
+    assert_eq!(
+        status("m-stale").await.unwrap(),
+        Some(DeviceStatus::Enabled)
+    );
+    let log = container
+        .get("importErrors.log")
+        .await
+        .unwrap()
+        .expect("importErrors.log");
+    let log = String::from_utf8(log).unwrap();
+    assert!(log.contains("m-stale"), "{log}");
+    assert_eq!(log.lines().count(), 1, "{log}");
+    hub.shutdown().await;
+}
+
+/// An export without keys, a cancel of an import/export job, and a wait that outlives its
+/// deadline on a job that has not started.
+#[tokio::test]
+async fn an_export_without_keys_a_cancel_and_a_deadline() {
+    let Some(endpoint) = azurite::require("an_export_without_keys_a_cancel_and_a_deadline") else {
+        return;
+    };
+    let (hub, registry) = start().await;
+    devices(&registry, "keys", &["k-1", "k-2"]).await;
+    let jobs = registry.jobs();
+    let container = Container::create(&endpoint, "nokeys").await.unwrap();
+    let export = jobs
+        .create_import_export_job(
+            ImportExportJob::export(container.sas_url(), true).output_blob_name("keyless.txt"),
+        )
+        .await
+        .unwrap();
+    let id = export.job_id.unwrap();
+    // Cancelled before it ends, or already over: either way the job is over, and the cancel
+    // succeeded.
+    jobs.cancel_import_export_job(id.as_str()).await.unwrap();
+    let over = jobs
+        .wait_for_import_export_job(id.as_str())
+        .poll_interval(POLL)
+        .deadline(DEADLINE)
+        .wait()
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            over.status,
+            Some(JobStatus::Cancelled | JobStatus::Completed)
+        ),
+        "{over:?}"
+    );
+    // Cancelling it again changes nothing.
+    jobs.cancel_import_export_job(id.as_str()).await.unwrap();
+
+    let export = jobs
+        .create_import_export_job(
+            ImportExportJob::export(container.sas_url(), true).output_blob_name("keyless.txt"),
+        )
+        .await
+        .unwrap();
+    let done = jobs
+        .wait_for_import_export_job(export.job_id.unwrap())
+        .poll_interval(POLL)
+        .deadline(DEADLINE)
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(done.status, Some(JobStatus::Completed), "{done:?}");
+    let bytes = container
+        .get("keyless.txt")
+        .await
+        .unwrap()
+        .expect("keyless.txt");
+    let exported: Vec<ExportImportDevice> = read_export(std::io::Cursor::new(bytes))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(exported.len(), 2);
+    for device in &exported {
+        let keys = device
+            .authentication
+            .as_ref()
+            .and_then(|a| a.symmetric_key.as_ref())
+            .and_then(|k| k.primary_key.as_ref());
+        assert!(
+            keys.is_none_or(|k| k.expose_secret().is_empty()),
+            "{device:?}"
+        );
+    }
+
+    let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+    jobs.create_scheduled_job(
+        "tomorrow",
+        ScheduledJob::twin_update("tags.site = 'keys'", TwinPatch::new().tag("a", 1))
+            .start_time(tomorrow),
+    )
+    .await
+    .unwrap();
+    let error = jobs
+        .wait_for_scheduled_job("tomorrow")
+        .poll_interval(POLL)
+        .deadline(Duration::from_millis(300))
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, iothub_registry::Error::JobNotFinished { job_id, status: Some(_), .. } if job_id == "tomorrow"),
+        "{error:?}"
+    );
     hub.shutdown().await;
 }
