@@ -721,21 +721,18 @@ async fn one_import_or_export_job_at_a_time_and_identity_based_storage_is_refuse
         return;
     };
     let hub = Hub::start().await;
-    // Enough devices that the first export is still going when the second is asked for.
-    let body: Vec<Value> = (0..100)
-        .map(|i| json!({"id": format!("many{i}"), "importMode": "create"}))
-        .collect();
-    assert_eq!(
-        hub.call(Method::POST, "/devices", Some(json!(body)))
-            .await
-            .status,
-        200
-    );
-    let export = json!({"type": "export", "outputBlobContainerUri": out.sas_url()});
+    hub.create("d").await;
+    // The first job writes to storage that does not answer (nothing listens on port 9): it
+    // stays running through the SDK's retries (more than a second), then fails.
+    let unreachable = json!({
+        "type": "export",
+        "outputBlobContainerUri": "http://127.0.0.1:9/devstoreaccount1/c?sv=2019-12-12&sig=x",
+    });
     let first = hub
-        .call(Method::POST, "/jobs/create", Some(export.clone()))
+        .call(Method::POST, "/jobs/create", Some(unreachable))
         .await;
     assert_eq!(first.status, 200, "{}", first.raw);
+    let export = json!({"type": "export", "outputBlobContainerUri": out.sas_url()});
     let second = hub
         .call(Method::POST, "/jobs/create", Some(export.clone()))
         .await;
@@ -746,7 +743,7 @@ async fn one_import_or_export_job_at_a_time_and_identity_based_storage_is_refuse
         second.raw
     );
     let id = first.body["jobId"].as_str().unwrap().to_owned();
-    wait(&hub, &format!("/jobs/{id}")).await;
+    assert_eq!(wait(&hub, &format!("/jobs/{id}")).await["status"], "failed");
     let third = hub.call(Method::POST, "/jobs/create", Some(export)).await;
     assert_eq!(third.status, 200, "{}", third.raw);
     let third_id = third.body["jobId"].as_str().unwrap().to_owned();
