@@ -466,4 +466,20 @@ mod tests {
         // Registry operations have their own bucket.
         assert_eq!(f.decide(OpClass::Registry, 1).throttle, None);
     }
+
+    #[test]
+    fn jobs_are_throttled_at_100_per_minute_per_unit_on_s1_and_s2() {
+        for tier in [Tier::S1, Tier::S2] {
+            let f = Faults::new(FaultConfig {
+                tier: Some(tier),
+                ..Default::default()
+            });
+            assert_eq!(f.decide(OpClass::Jobs, 1).throttle, None);
+            let second = f.decide(OpClass::Jobs, 1).throttle;
+            // 100 per minute: the next token comes within a second.
+            assert_eq!(second, Some(1), "{tier:?}");
+            // Configurations have their own bucket.
+            assert_eq!(f.decide(OpClass::Configurations, 1).throttle, None);
+        }
+    }
 }
