@@ -254,6 +254,41 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Where the device-facing MQTT endpoint listens (default: a free port on the IP of
+    /// [`EmulatorBuilder::bind`]; the binary uses 8883, the port the device SDKs dial).
+    pub fn mqtt_bind(mut self, addr: SocketAddr) -> Self {
+        self.config.mqtt_bind = Some(addr);
+        self
+    }
+
+    /// Closes MQTT connections that have not sent an accepted CONNECT this long after
+    /// opening (default 30 s; rounded up to whole seconds; zero never does).
+    pub fn mqtt_auth_timeout(mut self, timeout: Duration) -> Self {
+        self.config.mqtt_auth_timeout_secs = whole_secs(timeout);
+        self
+    }
+
+    /// Most MQTT connections open at once, WebSocket ones included (default 10,000).
+    pub fn mqtt_max_connections(mut self, max: usize) -> Self {
+        self.config.mqtt_max_connections = max;
+        self
+    }
+
+    /// Most MQTT packets one connection may send in a second before it is closed (default
+    /// 10,000; 0 for no limit).
+    pub fn mqtt_max_packets_per_second(mut self, max: u32) -> Self {
+        self.config.mqtt_max_packets_per_second = max;
+        self
+    }
+
+    /// How many telemetry messages (and bytes of them) the hub keeps for
+    /// [`Emulator::device_messages`] (default 10,000 and 64 MiB).
+    pub fn telemetry_buffer(mut self, capacity: usize, max_bytes: usize) -> Self {
+        self.config.telemetry_buffer_capacity = capacity;
+        self.config.telemetry_buffer_max_bytes = max_bytes;
+        self
+    }
+
     /// Requires this token, in the `x-emulator-control-token` header, on every control-API
     /// request but the health check. Without it the control API is open on a loopback bind,
     /// and a token is generated on any other ([`Emulator::control_token`]).

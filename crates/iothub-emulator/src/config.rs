@@ -36,6 +36,12 @@ use crate::faults::FaultConfig;
 /// http_idle_timeout_secs = 240
 /// http_max_connections = 10000
 /// amqp_max_connections = 10000
+/// mqtt_bind = "127.0.0.1:8883"
+/// mqtt_auth_timeout_secs = 30
+/// mqtt_max_connections = 10000
+/// mqtt_max_packets_per_second = 10000
+/// telemetry_buffer_capacity = 10000
+/// telemetry_buffer_max_bytes = 67108864
 /// request_log_capacity = 1000
 /// request_log_max_entry_bytes = 65536
 /// request_log_max_bytes = 33554432
@@ -161,6 +167,24 @@ pub struct Config {
     /// (default 10,000; at least 1). At the cap new connections wait to be accepted (a
     /// WebSocket upgrade is closed).
     pub amqp_max_connections: usize,
+    /// Where the device-facing MQTT endpoint listens, over TLS (default: a free port on
+    /// `bind`'s IP; the binary uses 8883, the port the device SDKs dial). Serving plain
+    /// HTTP, it serves plain MQTT.
+    pub mqtt_bind: Option<SocketAddr>,
+    /// MQTT connections that have not sent an accepted CONNECT this long after they opened
+    /// are closed (default 30; 0 never closes them).
+    pub mqtt_auth_timeout_secs: u64,
+    /// Most MQTT connections open at once, WebSocket ones included (default 10,000; at least
+    /// 1). At the cap new connections wait to be accepted (a WebSocket upgrade is closed).
+    pub mqtt_max_connections: usize,
+    /// Most MQTT packets one connection may send in a second; more closes it (default
+    /// 10,000; 0 for no limit).
+    pub mqtt_max_packets_per_second: u32,
+    /// Telemetry messages devices sent that the hub keeps for tests and the control API
+    /// (default 10,000; the oldest go first; 0 keeps none).
+    pub telemetry_buffer_capacity: usize,
+    /// Most bytes (bodies and properties) of the telemetry kept (default 64 MiB).
+    pub telemetry_buffer_max_bytes: usize,
     /// A token the control API (`/_emulator/`, the health check aside) requires in the
     /// `x-emulator-control-token` header. Without one, the control API is open on a loopback
     /// bind; on any other bind a token is generated at start
@@ -224,6 +248,12 @@ impl Default for Config {
             http_idle_timeout_secs: 240,
             http_max_connections: 10_000,
             amqp_max_connections: 10_000,
+            mqtt_bind: None,
+            mqtt_auth_timeout_secs: 30,
+            mqtt_max_connections: 10_000,
+            mqtt_max_packets_per_second: 10_000,
+            telemetry_buffer_capacity: 10_000,
+            telemetry_buffer_max_bytes: 64 * 1024 * 1024,
             control_token: None,
         }
     }
@@ -292,8 +322,15 @@ impl Config {
                     .into(),
             );
         }
-        if self.http_max_connections == 0 || self.amqp_max_connections == 0 {
-            return Err("http_max_connections and amqp_max_connections must be at least 1".into());
+        if self.http_max_connections == 0
+            || self.amqp_max_connections == 0
+            || self.mqtt_max_connections == 0
+        {
+            return Err(
+                "http_max_connections, amqp_max_connections and mqtt_max_connections must be \
+                 at least 1"
+                    .into(),
+            );
         }
         if self.request_log_max_entry_bytes < MIN_LOG_ENTRY_BYTES {
             return Err(format!(

@@ -23,6 +23,7 @@ pub struct Emulator {
     pub(crate) shared: Arc<Shared>,
     pub(crate) addr: SocketAddr,
     pub(crate) amqp_addr: SocketAddr,
+    pub(crate) mqtt_addr: SocketAddr,
     pub(crate) host: String,
     pub(crate) https: bool,
     pub(crate) ca_pem: Option<String>,
@@ -30,6 +31,7 @@ pub struct Emulator {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) task: Option<JoinHandle<()>>,
     pub(crate) amqp_task: Option<JoinHandle<()>>,
+    pub(crate) mqtt_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -37,6 +39,7 @@ impl std::fmt::Debug for Emulator {
         f.debug_struct("Emulator")
             .field("addr", &self.addr)
             .field("amqp_addr", &self.amqp_addr)
+            .field("mqtt_addr", &self.mqtt_addr)
             .field("host", &self.host)
             .field("https", &self.https)
             .finish_non_exhaustive()
@@ -88,6 +91,39 @@ impl Emulator {
     /// HTTP). Always present today; `None` is kept for an emulator without AMQP.
     pub fn amqp_addr(&self) -> Option<SocketAddr> {
         Some(self.amqp_addr)
+    }
+
+    /// The socket address of the device-facing MQTT endpoint (MQTT 3.1.1 over TLS with the
+    /// HTTPS certificate, or plain MQTT when serving plain HTTP). Devices also reach it over
+    /// WebSockets on the HTTPS port at `/$iothub/websocket` (subprotocol `mqtt`).
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The telemetry devices sent over MQTT that the hub still keeps (see
+    /// [`EmulatorBuilder::telemetry_buffer`](crate::EmulatorBuilder::telemetry_buffer)),
+    /// oldest first: of one device (and module), or of all when `device_id` is `None`.
+    pub fn device_messages(
+        &self,
+        device_id: Option<&str>,
+        module_id: Option<&str>,
+    ) -> Vec<crate::DeviceMessage> {
+        self.shared.mqtt.telemetry.list(device_id, module_id)
+    }
+
+    /// How many telemetry messages devices sent since start, kept or not (for ingest rates).
+    pub fn device_messages_received(&self) -> u64 {
+        self.shared.mqtt.telemetry.received()
+    }
+
+    /// Forgets the telemetry kept so far.
+    pub fn clear_device_messages(&self) {
+        self.shared.mqtt.telemetry.clear();
+    }
+
+    /// MQTT connections open now (TLS and WebSockets, authenticated or not).
+    pub fn mqtt_open_connections(&self) -> usize {
+        self.shared.mqtt.open_connections()
     }
 
     /// `https://host[:port]` (or `http://` when serving plain HTTP).
@@ -299,6 +335,9 @@ impl Emulator {
             let _ = task.await;
         }
         if let Some(task) = self.amqp_task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.mqtt_task.take() {
             let _ = task.await;
         }
     }

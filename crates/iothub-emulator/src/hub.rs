@@ -13,7 +13,7 @@ use crate::rest::errors::ServiceError;
 use crate::rest::log;
 use crate::state::twin::TwinChange;
 use crate::state::{c2d, methods, store};
-use crate::{amqp, auth, faults};
+use crate::{amqp, auth, faults, mqtt};
 
 /// State shared by every connection.
 pub(crate) struct Shared {
@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) hub_name: String,
     pub(crate) host_name: String,
     pub(crate) amqp: amqp::Endpoint,
+    /// The device-facing MQTT endpoint: its sessions and the telemetry devices sent.
+    pub(crate) mqtt: mqtt::Endpoint,
     /// How slow or idle an HTTP(S) connection may be, and how many may be open.
     pub(crate) http_limits: HttpLimits,
     /// Request bodies being read now (at most
@@ -82,6 +84,15 @@ impl Shared {
             self.methods.connected.notify_waiters();
         }
         Ok(())
+    }
+
+    /// Records the model id a device announced when it connected (best effort: a device
+    /// deleted meanwhile has no twin to hold it).
+    pub(crate) fn set_model_id(&self, id: &str, mid: Option<&str>, model_id: &str) {
+        let mut tx = self.store.begin();
+        if tx.set_model_id(id, mid, model_id).is_ok() {
+            let _ = tx.commit();
+        }
     }
 
     /// A device or module reporting properties; answers the new twin.

@@ -45,6 +45,7 @@ mod error;
 mod faults;
 mod hub;
 mod jobs;
+mod mqtt;
 mod query;
 mod rest;
 mod startup;
@@ -61,6 +62,7 @@ pub use entra::{
 };
 pub use error::Error;
 pub use faults::{FaultConfig, FaultStats, Tier, WriteFaults};
+pub use mqtt::telemetry::DeviceMessage;
 pub use rest::log::RequestLogEntry;
 pub use state::c2d::{
     ACCEPTED_RECORD, C2dMessage, DEFAULT_TTL, LOCK_TIMEOUT, MAX_DELIVERY_COUNT, MAX_MESSAGE_BYTES,

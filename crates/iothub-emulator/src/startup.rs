@@ -18,7 +18,7 @@ use crate::rest::connections::HttpLimits;
 use crate::rest::control::ControlAccess;
 use crate::rest::{log, server};
 use crate::state::{c2d, methods, persist, store};
-use crate::{Config, Emulator, Error, SharedAccessPolicy, amqp, auth, entra, faults, tls};
+use crate::{Config, Emulator, Error, SharedAccessPolicy, amqp, auth, entra, faults, mqtt, tls};
 
 impl Emulator {
     pub(crate) async fn start(config: Config) -> Result<Self, Error> {
@@ -47,44 +47,50 @@ impl Emulator {
             persist,
         )?;
 
-        let (tls_acceptor, amqp_tls_acceptor, ca_pem, ca_path) = if config.tls.enabled {
-            let cert_dir = config.data_dir.clone().or_else(|| config.cert_dir.clone());
-            let (material, ca_path) = match (&config.tls.cert, &config.tls.key, &cert_dir) {
-                (Some(cert), Some(key), _) => (
-                    tls::TlsMaterial::load(cert, key).map_err(|e| Error::Tls(e.to_string()))?,
-                    None,
-                ),
-                (Some(_), None, _) | (None, Some(_), _) => {
-                    return Err(Error::Config(
-                        "tls.cert and tls.key must be given together".into(),
-                    ));
-                }
-                (None, None, Some(dir)) => {
-                    let (material, _) = tls::TlsMaterial::load_or_generate(dir, &names)
-                        .map_err(|e| Error::Tls(e.to_string()))?;
-                    (material, Some(dir.join("ca.pem")))
-                }
-                (None, None, None) => (
-                    tls::TlsMaterial::generate(&names).map_err(|e| Error::Tls(e.to_string()))?,
-                    None,
-                ),
+        let (tls_acceptor, amqp_tls_acceptor, mqtt_tls_acceptor, ca_pem, ca_path) =
+            if config.tls.enabled {
+                let cert_dir = config.data_dir.clone().or_else(|| config.cert_dir.clone());
+                let (material, ca_path) = match (&config.tls.cert, &config.tls.key, &cert_dir) {
+                    (Some(cert), Some(key), _) => (
+                        tls::TlsMaterial::load(cert, key).map_err(|e| Error::Tls(e.to_string()))?,
+                        None,
+                    ),
+                    (Some(_), None, _) | (None, Some(_), _) => {
+                        return Err(Error::Config(
+                            "tls.cert and tls.key must be given together".into(),
+                        ));
+                    }
+                    (None, None, Some(dir)) => {
+                        let (material, _) = tls::TlsMaterial::load_or_generate(dir, &names)
+                            .map_err(|e| Error::Tls(e.to_string()))?;
+                        (material, Some(dir.join("ca.pem")))
+                    }
+                    (None, None, None) => (
+                        tls::TlsMaterial::generate(&names)
+                            .map_err(|e| Error::Tls(e.to_string()))?,
+                        None,
+                    ),
+                };
+                let server_config = material
+                    .server_config(&[b"h2".as_slice(), b"http/1.1".as_slice()])
+                    .map_err(|e| Error::Tls(e.to_string()))?;
+                // AMQP clients send no ALPN (or one we need not check): offer none.
+                let amqp_config = material
+                    .server_config(&[])
+                    .map_err(|e| Error::Tls(e.to_string()))?;
+                let mqtt_config = material
+                    .device_server_config()
+                    .map_err(|e| Error::Tls(e.to_string()))?;
+                (
+                    Some(tokio_rustls::TlsAcceptor::from(server_config)),
+                    Some(tokio_rustls::TlsAcceptor::from(amqp_config)),
+                    Some(tokio_rustls::TlsAcceptor::from(mqtt_config)),
+                    Some(material.ca_pem.clone()),
+                    ca_path,
+                )
+            } else {
+                (None, None, None, None, None)
             };
-            let server_config = material
-                .server_config(&[b"h2".as_slice(), b"http/1.1".as_slice()])
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            // AMQP clients send no ALPN (or one we need not check): offer none.
-            let amqp_config = material
-                .server_config(&[])
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            (
-                Some(tokio_rustls::TlsAcceptor::from(server_config)),
-                Some(tokio_rustls::TlsAcceptor::from(amqp_config)),
-                Some(material.ca_pem.clone()),
-                ca_path,
-            )
-        } else {
-            (None, None, None, None)
-        };
 
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
@@ -117,6 +123,30 @@ impl Emulator {
                 max_links: config.amqp_max_links_per_connection,
             },
             config.amqp_max_connections,
+        );
+        let mqtt_bind = config
+            .mqtt_bind
+            .unwrap_or_else(|| SocketAddr::new(config.bind.ip(), 0));
+        let mqtt_listener = tokio::net::TcpListener::bind(mqtt_bind)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: mqtt_bind,
+                source,
+            })?;
+        let mqtt_addr = mqtt_listener.local_addr().map_err(|source| Error::Bind {
+            addr: mqtt_bind,
+            source,
+        })?;
+        let (mqtt_endpoint, mqtt_websockets) = mqtt::Endpoint::new(
+            mqtt::Limits {
+                auth_timeout: Duration::from_secs(config.mqtt_auth_timeout_secs),
+                max_packets_per_second: config.mqtt_max_packets_per_second,
+            },
+            config.mqtt_max_connections,
+            mqtt::telemetry::Telemetry::new(
+                config.telemetry_buffer_capacity,
+                config.telemetry_buffer_max_bytes,
+            ),
         );
         let host_name = config.effective_host_name();
         let default_port = if config.tls.enabled { 443 } else { 80 };
@@ -166,6 +196,7 @@ impl Emulator {
             hub_name: config.hub_name.clone(),
             host_name: host.clone(),
             amqp: amqp_endpoint,
+            mqtt: mqtt_endpoint,
             http_limits: HttpLimits {
                 header_read_timeout: Duration::from_secs(config.http_header_read_timeout_secs),
                 body_read_timeout: Duration::from_secs(config.http_body_read_timeout_secs),
@@ -192,13 +223,21 @@ impl Emulator {
             rx.clone(),
             websockets,
         ));
+        let mqtt_task = tokio::spawn(mqtt::serve(
+            mqtt_listener,
+            mqtt_tls_acceptor,
+            shared.clone(),
+            rx.clone(),
+            mqtt_websockets,
+        ));
         tokio::spawn(crate::jobs::drive(shared.clone(), rx.clone()));
         tokio::spawn(sweep(shared.clone(), rx));
-        tracing::info!(%addr, %amqp_addr, %host, "iothub-emulator listening");
+        tracing::info!(%addr, %amqp_addr, %mqtt_addr, %host, "iothub-emulator listening");
         Ok(Self {
             shared,
             addr,
             amqp_addr,
+            mqtt_addr,
             host,
             https: config.tls.enabled,
             ca_pem,
@@ -206,6 +245,7 @@ impl Emulator {
             shutdown,
             task: Some(task),
             amqp_task: Some(amqp_task),
+            mqtt_task: Some(mqtt_task),
         })
     }
 }

@@ -169,6 +169,24 @@ impl TlsMaterial {
         Ok(Arc::new(config))
     }
 
+    /// The server configuration of the device endpoints (MQTT): as
+    /// [`TlsMaterial::server_config`] without ALPN, and asking for (never requiring) a client
+    /// certificate, which X.509 devices authenticate with.
+    pub(crate) fn device_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut certs = parse_certs(self.cert_pem.as_bytes(), "the certificate chain")?;
+        if self.leaf_only {
+            certs.truncate(1);
+        }
+        let key = parse_key(self.key_pem.as_bytes(), "the private key")?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = Arc::new(crate::mqtt::x509::AnyClientCert::new(provider.clone()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)?;
+        Ok(Arc::new(config))
+    }
+
     fn generate_at(names: &[String], now: u64) -> Result<(Self, Record), TlsError> {
         let sans = san_list(names)?;
         let not_before = now.saturating_sub(BACKDATE);

@@ -1,6 +1,7 @@
-//! AMQP over WebSockets, as the SDKs reach it through the HTTPS port: the upgrade on
-//! `/$iothub/websocket` (or `/$servicebus/websocket`) with subprotocol `AMQPWSB10`, and the
-//! binary messages of the socket as the byte stream AMQP runs on.
+//! AMQP and MQTT over WebSockets, as the SDKs reach them through the HTTPS port: the upgrade
+//! on `/$iothub/websocket` (or `/$servicebus/websocket`) with subprotocol `AMQPWSB10` (the
+//! service SDKs' AMQP) or `mqtt` (the device SDKs' MQTT), and the binary messages of the
+//! socket as the byte stream either protocol runs on.
 
 use std::fmt;
 use std::io;
@@ -26,6 +27,8 @@ use crate::hub::Shared;
 
 /// The only subprotocol IoT Hub speaks AMQP under.
 const SUBPROTOCOL: &str = "AMQPWSB10";
+/// The subprotocol of MQTT over WebSockets.
+const MQTT_SUBPROTOCOL: &str = "mqtt";
 
 /// Whether a request path is the AMQP WebSocket endpoint (`$` possibly percent-encoded).
 pub(crate) fn is_endpoint(path: &str) -> bool {
@@ -34,8 +37,9 @@ pub(crate) fn is_endpoint(path: &str) -> bool {
     path == "/$iothub/websocket" || path == "/$servicebus/websocket"
 }
 
-/// Answers the upgrade request: 101 and the connection handed to the AMQP listener, or 400
-/// with the reason.
+/// Answers the upgrade request: 101 and the connection handed to the AMQP or the MQTT
+/// listener (by the subprotocol asked for, AMQP first when both are), or 400 with the
+/// reason.
 pub(crate) fn upgrade(shared: &Shared, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let has_token = |name, token: &str| {
@@ -56,21 +60,22 @@ pub(crate) fn upgrade(shared: &Shared, mut req: Request<Incoming>) -> Response<F
         return refuse("Sec-WebSocket-Key is missing");
     };
     let offered = header(SEC_WEBSOCKET_PROTOCOL).unwrap_or_default();
-    if offered
+    let amqp = offered.split(',').any(|p| p.trim() == SUBPROTOCOL);
+    let mqtt = offered
         .split(',')
-        .any(|p| p.trim().eq_ignore_ascii_case("mqtt"))
-        && !offered.split(',').any(|p| p.trim() == SUBPROTOCOL)
-    {
-        return refuse(
-            "MQTT over WebSockets (device-facing MQTT) is not emulated by iothub-emulator; \
-             this endpoint takes AMQP (subprotocol AMQPWSB10)",
-        );
-    }
-    if !offered.split(',').any(|p| p.trim() == SUBPROTOCOL) {
-        return refuse("The WebSocket subprotocol must be AMQPWSB10");
+        .any(|p| p.trim().eq_ignore_ascii_case(MQTT_SUBPROTOCOL));
+    if !amqp && !mqtt {
+        return refuse("The WebSocket subprotocol must be AMQPWSB10 or mqtt");
     }
     let upgrade = hyper::upgrade::on(&mut req);
-    if !shared.amqp.hand_off(upgrade) {
+    let (taken, subprotocol) = if amqp {
+        (shared.amqp.hand_off(upgrade), SUBPROTOCOL)
+    } else {
+        // The HTTPS listener asks for no client certificate: X.509 devices use the TLS
+        // endpoint (8883).
+        (shared.mqtt.hand_off(upgrade, None), MQTT_SUBPROTOCOL)
+    };
+    if !taken {
         let mut response = Response::new(Full::new(Bytes::from_static(b"Too many connections")));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return response;
@@ -82,7 +87,7 @@ pub(crate) fn upgrade(shared: &Shared, mut req: Request<Incoming>) -> Response<F
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(
         SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
+        HeaderValue::from_static(subprotocol),
     );
     if let Ok(accept) = HeaderValue::from_str(&key) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, accept);

@@ -330,6 +330,19 @@ fn run(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
                 ))
             }
         }
+        // Telemetry real devices sent over MQTT, oldest first.
+        (Method::GET, ["devices", id, "messages"]) => Ok(Answer::json(
+            200,
+            json!(shared.mqtt.telemetry.list(Some(id), None)),
+        )),
+        (Method::GET, ["devices", id, "modules", mid, "messages"]) => Ok(Answer::json(
+            200,
+            json!(shared.mqtt.telemetry.list(Some(id), Some(mid))),
+        )),
+        (Method::DELETE, ["messages"]) => {
+            shared.mqtt.telemetry.clear();
+            Ok(Answer::empty(204))
+        }
         (Method::GET, ["c2d"]) => Ok(Answer::json(200, json!(shared.c2d.accepted()))),
         (Method::DELETE, ["c2d"]) => {
             shared.c2d.clear_accepted();

@@ -10,6 +10,7 @@ use super::answer::{Answer, to_json};
 use super::errors::ServiceError;
 use super::request::{Req, json_body};
 use crate::hub::Shared;
+use crate::mqtt::{Command, MethodCall, MethodRoute};
 use crate::state::identity::parse_model;
 use crate::state::methods::Outcome;
 
@@ -72,16 +73,44 @@ pub(crate) async fn call_method(
         };
         Ok(state == Some(wire::ConnectionState::Connected))
     };
-    // The service waits up to connectTimeoutInSeconds for the device to come online.
+    // The service waits up to connectTimeoutInSeconds for the device to come online (and, over
+    // MQTT, to subscribe to its methods).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(connect_timeout);
-    loop {
+    let device = loop {
         let notified = shared.methods.connected.notified();
         if online()? {
-            break;
+            match shared.mqtt.registry.method_route(id, mid) {
+                MethodRoute::Listening(device) => break Some(device),
+                MethodRoute::NotOverMqtt => break None,
+                MethodRoute::NotListening => {}
+            }
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Err(ServiceError::device_not_online(id, connect_timeout));
         }
+    };
+    if let Some(device) = device {
+        // A real device: it gets the request, and its answer is the result.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = Command::Method(MethodCall {
+            name,
+            payload: call.payload.unwrap_or(Value::Null),
+            reply,
+        });
+        let limit = Duration::from_secs(response_timeout);
+        let answered = tokio::time::timeout(limit, async {
+            device.send(request).await.ok()?;
+            answer.await.ok()
+        })
+        .await;
+        return match answered {
+            Ok(Some((status, payload))) => Ok(wire::CloudToDeviceMethodResult {
+                status: Some(status),
+                payload: Some(payload),
+            }),
+            // No answer in time, or the device went away first.
+            _ => Err(ServiceError::gateway_timeout()),
+        };
     }
     let response = match shared.methods.outcome(id, mid, &name) {
         Outcome::NoHandler => return Err(ServiceError::device_not_online(id, connect_timeout)),

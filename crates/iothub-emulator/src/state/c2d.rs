@@ -331,6 +331,9 @@ pub(crate) struct C2d {
     pub(crate) feedback_ready: Notify,
     /// Signalled when file notifications are queued.
     pub(crate) files_ready: Notify,
+    /// Bumped whenever a message becomes deliverable (queued, or back in its queue), so that
+    /// connected devices (MQTT) take it without polling; a watch, so no wake-up is missed.
+    arrivals: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for C2d {
@@ -341,6 +344,7 @@ impl Default for C2d {
             persist: None,
             feedback_ready: Notify::new(),
             files_ready: Notify::new(),
+            arrivals: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -406,6 +410,7 @@ impl C2d {
             persist,
             feedback_ready: Notify::new(),
             files_ready: Notify::new(),
+            arrivals: tokio::sync::watch::Sender::new(0),
         };
         let mut state = c2d.lock();
         c2d.flush(&mut state);
@@ -440,6 +445,15 @@ impl C2d {
                 false
             }
         }
+    }
+
+    /// Changes whenever a message may have become deliverable.
+    pub(crate) fn watch_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.arrivals.subscribe()
+    }
+
+    fn arrived(&self) {
+        self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The settings in force.
@@ -491,6 +505,7 @@ impl C2d {
         self.remember(&mut state, item.message.clone());
         state.queues.entry(target).or_default().push_back(item);
         state.note_deadline(expires);
+        self.arrived();
         Ok(pending + 1)
     }
 
@@ -948,6 +963,7 @@ impl C2d {
 }
 
 fn requeue(c2d: &C2d, state: &mut State, locked: Locked) {
+    c2d.arrived();
     if locked.item.deliveries >= MAX_DELIVERY_COUNT {
         state.drop_message(&locked.item);
         c2d.record(state, &locked.item, Fate::DeliveryCountExceeded);

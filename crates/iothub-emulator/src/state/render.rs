@@ -67,5 +67,10 @@ pub(crate) fn render_twin(entry: &DeviceEntry, mid: Option<&str>) -> Value {
             ..Default::default()
         },
     };
-    serde_json::to_value(doc).unwrap_or(Value::Null)
+    let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
+    // Not in the 2021-04-12 models; the service shows it on twins of Plug and Play devices.
+    if let (Some(model_id), Some(map)) = (&twin.model_id, doc.as_object_mut()) {
+        map.insert("modelId".to_owned(), Value::from(model_id.as_str()));
+    }
+    doc
 }

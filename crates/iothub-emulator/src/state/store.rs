@@ -195,7 +195,13 @@ pub(crate) struct Store {
     /// Serialises transactions.
     writer: Mutex<()>,
     persist: Option<Arc<Persist>>,
+    /// The id of each device a commit changed (its twin, its modules, its connection), for
+    /// connected devices that follow their twin (MQTT desired-property notifications).
+    changes: tokio::sync::broadcast::Sender<Arc<str>>,
 }
+
+/// Changed device ids a slow follower may fall behind by before it is told it lagged.
+const CHANGES_QUEUE: usize = 1024;
 
 /// Timestamps as the service writes them in twin metadata.
 pub(crate) fn now_string() -> String {
@@ -226,7 +232,14 @@ impl Store {
             current: RwLock::new(Snapshot::from_map(devices, configs)),
             writer: Mutex::new(()),
             persist,
+            changes: tokio::sync::broadcast::Sender::new(CHANGES_QUEUE),
         })
+    }
+
+    /// The ids of devices changed by later commits. A receiver that lags behind is told so
+    /// and must look at every device it follows.
+    pub(crate) fn watch_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.changes.subscribe()
     }
 
     /// A consistent view of the registry, unaffected by later writes.
@@ -280,7 +293,11 @@ impl Store {
             }
         }
         let shards = Arc::make_mut(&mut current.shards);
+        let watched = self.changes.receiver_count() > 0;
         for (id, entry) in staged {
+            if watched {
+                let _ = self.changes.send(Arc::from(id.as_str()));
+            }
             let shard = Arc::make_mut(&mut shards[shard_of(&id)]);
             match entry {
                 Some(entry) => {
@@ -788,7 +805,22 @@ impl Tx<'_> {
         Ok(render_twin(entry, mid))
     }
 
-    /// A device or module connecting or disconnecting (control API).
+    /// Records the model id a device or module announced when it connected.
+    pub(crate) fn set_model_id(
+        &mut self,
+        id: &str,
+        mid: Option<&str>,
+        model_id: &str,
+    ) -> Result<(), ServiceError> {
+        let entry = self.device_mut(id)?;
+        let twin = twin_mut(entry, id, mid)?;
+        if twin.model_id.as_deref() != Some(model_id) {
+            twin.model_id = Some(model_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// A device or module connecting or disconnecting (control API and MQTT).
     pub(crate) fn set_connected(
         &mut self,
         id: &str,

@@ -95,6 +95,10 @@ pub(crate) struct TwinState {
     /// On an IoT Edge device's twin: the deployment applied last to its modules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) deployment: Option<String>,
+    /// The Plug and Play model id the device (or module) announced when it connected (the
+    /// `model-id` of its MQTT username), shown as the twin's `modelId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model_id: Option<String>,
 }
 
 /// What a twin PATCH or PUT body asks to change, validated.
@@ -114,6 +118,7 @@ impl TwinState {
             reported: Section::new(now),
             configuration: None,
             deployment: None,
+            model_id: None,
         }
     }
 

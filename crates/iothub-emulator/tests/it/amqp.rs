@@ -1168,9 +1168,11 @@ async fn feedback_is_offered_again_after_its_lock_and_at_most_max_delivery_count
 // WebSockets
 
 /// A WebSocket as a byte stream, as the SDKs' transports do it.
-struct WsIo<S> {
+pub(crate) struct WsIo<S> {
     ws: tokio_tungstenite::WebSocketStream<S>,
     pending: Vec<u8>,
+    /// The subprotocol the server chose.
+    pub(crate) subprotocol: Option<String>,
 }
 
 impl<S> std::fmt::Debug for WsIo<S> {
@@ -1231,6 +1233,18 @@ async fn websocket(
     path: &str,
     subprotocol: &str,
 ) -> Result<WsIo<TlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
+    let ws = websocket_with(emu, path, subprotocol).await?;
+    assert_eq!(ws.subprotocol.as_deref(), Some("AMQPWSB10"));
+    Ok(ws)
+}
+
+/// A WebSocket to the HTTPS port asking for `subprotocol`, as a byte stream; it records the
+/// subprotocol the server chose.
+pub(crate) async fn websocket_with(
+    emu: &Emulator,
+    path: &str,
+    subprotocol: &str,
+) -> Result<WsIo<TlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
     let stream = tls_to(emu, emu.local_addr()).await;
     let mut request = format!("wss://{}{path}", emu.host())
         .into_client_request()
@@ -1239,13 +1253,15 @@ async fn websocket(
         .headers_mut()
         .insert("sec-websocket-protocol", subprotocol.parse().unwrap());
     let (ws, response) = tokio_tungstenite::client_async(request, stream).await?;
-    assert_eq!(
-        response.headers().get("sec-websocket-protocol").unwrap(),
-        "AMQPWSB10"
-    );
+    let subprotocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     Ok(WsIo {
         ws,
         pending: Vec::new(),
+        subprotocol,
     })
 }
 

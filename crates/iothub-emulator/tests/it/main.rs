@@ -18,6 +18,7 @@ mod interop;
 mod jobs;
 mod limits;
 mod methods;
+mod mqtt;
 mod query;
 mod registry;
 mod request_log;

@@ -1,7 +1,7 @@
 //! What the emulator does not emulate says so: the service's paths for digital twins
 //! and the device-facing HTTPS API answer 404 with a message
-//! naming the feature, and so do a device token and a device link on AMQP, and MQTT over
-//! WebSockets.
+//! naming the feature, and so do a device token and a device link on AMQP. (MQTT, over TLS
+//! and WebSockets, is emulated: `mqtt.rs`.)
 
 use std::time::Duration;
 
@@ -95,35 +95,6 @@ async fn service_paths_not_emulated_say_which_feature() {
         .await;
     assert_eq!(r.status, 401, "{}", r.raw);
     assert!(r.raw.contains("not emulated"), "{}", r.raw);
-}
-
-#[tokio::test]
-async fn mqtt_over_websockets_says_it_is_not_emulated() {
-    let hub = Hub::start().await;
-    let ca =
-        reqwest::Certificate::from_pem(hub.emu.ca_certificate_pem().unwrap().as_bytes()).unwrap();
-    // WebSocket upgrades are HTTP/1.1.
-    let http1 = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .http1_only()
-        .build()
-        .unwrap();
-    let r = http1
-        .get(format!("{}/$iothub/websocket", hub.emu.base_url()))
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("sec-websocket-protocol", "mqtt")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let text = r.text().await.unwrap();
-    assert!(
-        text.contains("MQTT") && text.contains("not emulated"),
-        "{text}"
-    );
 }
 
 #[tokio::test]

@@ -1,0 +1,165 @@
+//! Which devices and modules are connected over MQTT now (one connection each: a new one
+//! closes the old), whether each listens for direct methods, and the subscriptions kept for
+//! CleanSession 0 across reconnects.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::topics::{Identity, Subscription};
+
+/// Most sessions kept for CleanSession 0 (each a handful of bytes); beyond it the oldest
+/// identities' are forgotten, as if they had connected with CleanSession 1.
+const MAX_SAVED_SESSIONS: usize = 100_000;
+
+/// A direct-method call for a connected device: the request, and where its answer goes.
+#[derive(Debug)]
+pub(crate) struct MethodCall {
+    pub(crate) name: String,
+    pub(crate) payload: Value,
+    /// The device's status and payload.
+    pub(crate) reply: oneshot::Sender<(i32, Value)>,
+}
+
+/// What the hub asks of a live connection.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Another connection of the same identity arrived: close.
+    Replaced,
+    /// Deliver a direct-method request.
+    Method(MethodCall),
+}
+
+struct Live {
+    connection: u64,
+    tx: mpsc::Sender<Command>,
+    methods: bool,
+}
+
+/// Where a direct method for an identity goes.
+pub(crate) enum MethodRoute {
+    /// Not connected over MQTT: the control API's handlers answer, if any.
+    NotOverMqtt,
+    /// Connected over MQTT, but not subscribed to `$iothub/methods/POST/#`.
+    NotListening,
+    /// Connected and listening.
+    Listening(mpsc::Sender<Command>),
+}
+
+/// The endpoint's sessions.
+#[derive(Default)]
+pub(crate) struct Registry {
+    live: Mutex<HashMap<Identity, Live>>,
+    saved: Mutex<HashMap<Identity, BTreeSet<Subscription>>>,
+    next: AtomicU64,
+    open: AtomicUsize,
+}
+
+/// One open connection, counted while it lives.
+pub(crate) struct Open<'a>(&'a Registry);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Registry {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub(crate) fn opened(&self) -> Open<'_> {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        Open(self)
+    }
+
+    /// Connections open now, authenticated or not.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Makes `tx` the identity's connection, telling the one it replaces to close; answers
+    /// the new connection's number.
+    pub(crate) fn attach(&self, who: &Identity, tx: mpsc::Sender<Command>) -> u64 {
+        let connection = self.next.fetch_add(1, Ordering::SeqCst);
+        let old = self.live().insert(
+            who.clone(),
+            Live {
+                connection,
+                tx,
+                methods: false,
+            },
+        );
+        if let Some(old) = old {
+            let _ = old.tx.try_send(Command::Replaced);
+        }
+        connection
+    }
+
+    /// Forgets the identity's connection if it is still `connection`; true if it was (the
+    /// identity is now disconnected), false if another connection replaced it.
+    pub(crate) fn detach(&self, who: &Identity, connection: u64) -> bool {
+        let mut live = self.live();
+        if live.get(who).is_some_and(|l| l.connection == connection) {
+            live.remove(who);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records whether the connection listens for direct methods.
+    pub(crate) fn set_methods(&self, who: &Identity, connection: u64, listening: bool) {
+        if let Some(l) = self.live().get_mut(who)
+            && l.connection == connection
+        {
+            l.methods = listening;
+        }
+    }
+
+    /// Where a direct method for the device (or module) goes.
+    pub(crate) fn method_route(&self, device: &str, module: Option<&str>) -> MethodRoute {
+        let who = Identity {
+            device: device.to_owned(),
+            module: module.map(str::to_owned),
+        };
+        match self.live().get(&who) {
+            None => MethodRoute::NotOverMqtt,
+            Some(l) if l.methods => MethodRoute::Listening(l.tx.clone()),
+            Some(_) => MethodRoute::NotListening,
+        }
+    }
+
+    /// Takes the subscriptions kept for the identity (CleanSession 0), if any.
+    pub(crate) fn take_saved(&self, who: &Identity) -> Option<BTreeSet<Subscription>> {
+        self.saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(who)
+    }
+
+    /// Keeps the identity's subscriptions for its next CleanSession 0 connection.
+    pub(crate) fn save(&self, who: &Identity, subscriptions: BTreeSet<Subscription>) {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        if saved.len() >= MAX_SAVED_SESSIONS && !saved.contains_key(who) {
+            // No order is kept: drop any one. Bounded memory matters more than which.
+            if let Some(k) = saved.keys().next().cloned() {
+                saved.remove(&k);
+            }
+        }
+        saved.insert(who.clone(), subscriptions);
+    }
+
+    /// Forgets the kept session of the identity (CleanSession 1, or the device deleted).
+    pub(crate) fn forget_saved(&self, who: &Identity) {
+        self.saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(who);
+    }
+}
