@@ -24,6 +24,13 @@ struct Args {
     /// Address of the AMQP endpoint [default: port 5671 on the --bind IP].
     #[arg(long)]
     amqp_bind: Option<SocketAddr>,
+    /// Address of the device-facing MQTT endpoint (MQTT over TLS) [default: port 8883 on the
+    /// --bind IP].
+    #[arg(long)]
+    mqtt_bind: Option<SocketAddr>,
+    /// Most MQTT connections open at once [default: 10000].
+    #[arg(long)]
+    mqtt_max_connections: Option<usize>,
     /// Close AMQP connections silent this long, in seconds; 0 never does [default: 240].
     #[arg(long)]
     amqp_idle_timeout_secs: Option<u64>,
@@ -101,6 +108,8 @@ macro_rules! say {
 
 /// The port AMQP clients dial.
 const AMQPS_PORT: u16 = 5671;
+/// The port the device SDKs dial for MQTT over TLS.
+const MQTTS_PORT: u16 = 8883;
 
 fn default_cert_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
@@ -134,6 +143,16 @@ fn config(args: Args) -> Result<Config, String> {
     config.amqp_bind = config
         .amqp_bind
         .or_else(|| Some(SocketAddr::new(config.bind.ip(), AMQPS_PORT)));
+    if let Some(v) = args.mqtt_bind {
+        config.mqtt_bind = Some(v);
+    }
+    // The device SDKs always dial 8883, so the binary listens there unless told otherwise.
+    config.mqtt_bind = config
+        .mqtt_bind
+        .or_else(|| Some(SocketAddr::new(config.bind.ip(), MQTTS_PORT)));
+    if let Some(v) = args.mqtt_max_connections {
+        config.mqtt_max_connections = v;
+    }
     if let Some(v) = args.amqp_idle_timeout_secs {
         config.amqp_idle_timeout_secs = v;
     }
@@ -231,6 +250,18 @@ async fn main() -> ExitCode {
             hub.host()
         );
     }
+    {
+        let (mqtt, ws) = if hub.base_url().starts_with("https") {
+            ("mqtts", "wss")
+        } else {
+            ("mqtt", "ws")
+        };
+        say!(
+            "Device MQTT endpoint: {mqtt}://{} (WebSockets: {ws}://{}/$iothub/websocket)",
+            hub.mqtt_addr(),
+            hub.host()
+        );
+    }
     say!("IOTHUB_CONNECTION_STRING={}", hub.connection_string());
     match hub.ca_certificate_path() {
         Some(path) => say!("CA certificate: {}", path.display()),
@@ -295,6 +326,7 @@ fn raise_open_file_limit(config: &Config) {
         .http_max_connections
         .saturating_mul(2)
         .saturating_add(config.amqp_max_connections)
+        .saturating_add(config.mqtt_max_connections)
         .saturating_add(64);
     if let Some(soft) = soft
         && soft < u64::try_from(needed).unwrap_or(u64::MAX)
@@ -303,7 +335,7 @@ fn raise_open_file_limit(config: &Config) {
             open_file_limit = soft,
             needed,
             "the open-file limit is below what the connection caps may need; lower \
-             http_max_connections and amqp_max_connections, or raise the hard limit (ulimit -Hn)"
+             http_max_connections, amqp_max_connections and mqtt_max_connections, or raise the hard limit (ulimit -Hn)"
         );
     }
 }

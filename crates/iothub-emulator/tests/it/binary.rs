@@ -128,6 +128,7 @@ impl Drop for Binary {
 pub(crate) const PLAIN_ON_FREE_PORTS: &str = r#"
 bind = "127.0.0.1:0"
 amqp_bind = "127.0.0.1:0"
+mqtt_bind = "127.0.0.1:0"
 [tls]
 enabled = false
 "#;

@@ -133,6 +133,8 @@ async fn the_binary_refuses_a_truncated_store_with_a_message_not_a_panic() {
             "127.0.0.1:0",
             "--amqp-bind",
             "127.0.0.1:0",
+            "--mqtt-bind",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.path())

@@ -25,6 +25,8 @@ fn start_binary(data_dir: &std::path::Path) -> Started {
             "127.0.0.1:0",
             "--amqp-bind",
             "127.0.0.1:0",
+            "--mqtt-bind",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir)

@@ -35,6 +35,7 @@ use crate::binary::Binary;
 const CONFIG: &str = r#"
 bind = "127.0.0.1:0"
 amqp_bind = "127.0.0.1:0"
+mqtt_bind = "127.0.0.1:0"
 http_max_connections = 64
 amqp_max_connections = 32
 http_header_read_timeout_secs = 2
