@@ -2,6 +2,7 @@
 
 mod azure_ad;
 mod configurations;
+mod device_interop;
 mod jobs;
 mod parity;
 mod registry_auth;
