@@ -33,7 +33,7 @@ pub(crate) struct Global {
     )]
     pub(crate) connection_string: Option<String>,
     /// The hub's host name (contoso.azure-devices.net), with --auth aad.
-    #[arg(long, global = true, env = "IOTHUB_HOST")]
+    #[arg(long, global = true, env = "IOTHUB_HOST", hide_env_values = true)]
     pub(crate) hub: Option<String>,
     /// How to authenticate: the connection string's key, or Azure AD (client secret from
     /// AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, then `az`/`azd` sign-in, then
@@ -41,14 +41,20 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_enum)]
     pub(crate) auth: Option<AuthMode>,
     /// A named profile from the configuration file (see `iothub profile`).
-    #[arg(long, short = 'p', global = true, env = "IOTHUB_PROFILE")]
+    #[arg(
+        long,
+        short = 'p',
+        global = true,
+        env = "IOTHUB_PROFILE",
+        hide_env_values = true
+    )]
     pub(crate) profile: Option<String>,
     /// A PEM file of extra root certificates to trust (the emulator's CA).
-    #[arg(long, global = true, env = "IOTHUB_CA_CERT")]
+    #[arg(long, global = true, env = "IOTHUB_CA_CERT", hide_env_values = true)]
     pub(crate) ca_cert: Option<PathBuf>,
     /// The AMQP port for cloud-to-device messages, feedback and file notifications
     /// [default: 5671].
-    #[arg(long, global = true, env = "IOTHUB_AMQP_PORT")]
+    #[arg(long, global = true, env = "IOTHUB_AMQP_PORT", hide_env_values = true)]
     pub(crate) amqp_port: Option<u16>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Json)]
