@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use iothub_rest_gen::types as wire;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
+    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, PubAck, Publish, SubAck, Subscribe,
     SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
 use rumqttc::mqttbytes::{Error as PacketError, QoS};
@@ -26,6 +26,7 @@ use super::telemetry::DeviceMessage;
 use super::topics::{self, Identity, Inbound, Subscription};
 use super::x509;
 use crate::amqp::stopped;
+use crate::faults::OpClass;
 use crate::hub::Shared;
 use crate::state::c2d::ReceivedC2d;
 
@@ -51,7 +52,9 @@ const REDELIVERY_TICK: Duration = Duration::from_secs(1);
 /// Why the connection ends.
 #[derive(Debug)]
 enum End {
-    /// The peer closed, sent DISCONNECT, or broke the contract; nothing more to say.
+    /// The device sent DISCONNECT: a clean end, its will is not sent.
+    Disconnected,
+    /// The connection broke, timed out, was replaced, or broke the contract.
     Closed,
 }
 
@@ -151,7 +154,11 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let outcome = session
         .run(&mut io, &mut buf, rx, keep_alive, expiry, &mut shutdown)
         .await;
-    let _ = outcome;
+    if !matches!(outcome, Err(End::Disconnected))
+        && let Some(will) = &connect.last_will
+    {
+        session.will(will);
+    }
     session.finish(connect.clean_session);
 }
 
@@ -288,7 +295,7 @@ impl Session {
             Packet::Subscribe(subscribe) => self.subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe),
             Packet::PingReq => self.queue(Packet::PingResp),
-            Packet::Disconnect => Err(End::Closed),
+            Packet::Disconnect => Err(End::Disconnected),
             // A second CONNECT, QoS 2 flows, or server-side packets from a client.
             _ => Err(End::Closed),
         }
@@ -328,7 +335,7 @@ impl Session {
         Ok(())
     }
 
-    fn telemetry(&mut self, bag: Vec<(String, Option<String>)>, publish: &Publish) {
+    fn telemetry(&self, bag: Vec<(String, Option<String>)>, publish: &Publish) {
         let mut properties = BTreeMap::new();
         let mut system_properties = BTreeMap::new();
         for (k, v) in bag {
@@ -350,6 +357,18 @@ impl Session {
             body: publish.payload.to_vec(),
             enqueued_time: crate::state::store::now_string(),
         });
+    }
+
+    /// The connection ended without DISCONNECT: its will, if it names the device's telemetry
+    /// topic, is telemetry marked `iothub-MessageType=Will`, as the hub sends it.
+    fn will(&self, will: &LastWill) {
+        if let Ok(Inbound::Telemetry(mut bag)) = topics::inbound(&self.who, &will.topic) {
+            bag.push(("iothub-MessageType".to_owned(), Some("Will".to_owned())));
+            let mut publish =
+                Publish::from_bytes(will.topic.clone(), QoS::AtMostOnce, will.message.clone());
+            publish.retain = will.retain;
+            self.telemetry(bag, &publish);
+        }
     }
 
     fn subscribe(&mut self, subscribe: Subscribe) -> Step {
@@ -485,6 +504,9 @@ impl Session {
     }
 
     fn twin_get(&mut self, rid: &str) -> Step {
+        if let Some(status) = self.fault(OpClass::TwinRead) {
+            return self.respond_twin(status, rid, None, error_body("Injected fault"));
+        }
         match self.twin_document() {
             Some(twin) => {
                 let body = serde_json::json!({
@@ -509,6 +531,9 @@ impl Session {
                 );
             }
         };
+        if let Some(status) = self.fault(OpClass::TwinUpdate) {
+            return self.respond_twin(status, rid, None, error_body("Injected fault"));
+        }
         match self
             .shared
             .report(&self.who.device, self.who.module.as_deref(), &patch)
@@ -523,6 +548,18 @@ impl Session {
                 let status = if e.status == 429 { 429 } else { 400 };
                 self.respond_twin(status, rid, None, error_body(&e.message))
             }
+        }
+    }
+
+    /// The status fault injection (throttling, a tier's rate, server errors) answers a
+    /// device's twin request with, if any: the hub's throttles count device and service
+    /// twin operations together.
+    fn fault(&self, class: OpClass) -> Option<u16> {
+        let decision = self.shared.faults.decide(class, 1);
+        if decision.throttle.is_some() {
+            Some(429)
+        } else {
+            decision.server_error
         }
     }
 

@@ -715,6 +715,75 @@ async fn the_twin_over_mqtt() {
 }
 
 #[tokio::test]
+async fn twin_requests_are_throttled_with_the_service() {
+    let hub = Hub::start().await;
+    let key = create(&hub, "d1").await;
+    let mut d = online(&hub, "d1", &key).await;
+    d.subscribe(1, &[("$iothub/twin/res/#", QoS::AtMostOnce)])
+        .await;
+    hub.emu.set_faults(iothub_emulator::FaultConfig {
+        throttle_rate: 1.0,
+        ..Default::default()
+    });
+    d.publish("$iothub/twin/GET/?$rid=1", QoS::AtMostOnce, 0, b"")
+        .await;
+    assert!(
+        d.incoming()
+            .await
+            .topic
+            .starts_with("$iothub/twin/res/429/?%24rid=1")
+    );
+    d.publish(
+        "$iothub/twin/PATCH/properties/reported/?$rid=2",
+        QoS::AtMostOnce,
+        0,
+        b"{}",
+    )
+    .await;
+    assert!(
+        d.incoming()
+            .await
+            .topic
+            .starts_with("$iothub/twin/res/429/?%24rid=2")
+    );
+}
+
+#[tokio::test]
+async fn a_will_is_telemetry_when_the_connection_breaks() {
+    let hub = Hub::start().await;
+    let key = create(&hub, "d1").await;
+    let token = device_token(&hub.emu, "devices/d1", &key, now() + 3600);
+    let will = |c: &mut Connect| {
+        c.last_will = Some(rumqttc::mqttbytes::v4::LastWill::new(
+            "devices/d1/messages/events/reason=lost",
+            "gone",
+            QoS::AtMostOnce,
+            false,
+        ));
+    };
+    // A clean DISCONNECT: no will.
+    let Packet::Connect(mut c) = connect_packet(&hub.emu, "d1", &token, true) else {
+        unreachable!()
+    };
+    will(&mut c);
+    let (mut d, _) = connect_with(tls(&hub.emu).await, Packet::Connect(c.clone())).await;
+    d.send(Packet::Disconnect).await;
+    assert!(d.closed().await);
+    // Dropped: the will is sent.
+    let (d, _) = connect_with(tls(&hub.emu).await, Packet::Connect(c)).await;
+    drop(d);
+    eventually("the will", async || {
+        !hub.emu.device_messages(Some("d1"), None).is_empty()
+    })
+    .await;
+    let kept = hub.emu.device_messages(Some("d1"), None);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].body_text(), "gone");
+    assert_eq!(kept[0].properties["iothub-MessageType"], "Will");
+    assert_eq!(kept[0].properties["reason"], "lost");
+}
+
+#[tokio::test]
 async fn the_model_id_in_the_username_sets_the_twins_model_id() {
     let hub = Hub::start().await;
     let key = create(&hub, "d1").await;
