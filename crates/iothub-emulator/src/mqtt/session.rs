@@ -489,13 +489,15 @@ impl Session {
             // The device asked without listening: nothing to send it to.
             return Ok(());
         }
-        let version = version.map(|v| v.to_string());
-        let query = topics::write_bag(
-            [("$rid", Some(rid))]
-                .into_iter()
-                .chain(version.as_deref().map(|v| ("$version", Some(v)))),
+        // `$rid` and `$version` literally, as the hub writes them: the Python device SDK
+        // finds the request id by splitting the topic on `$`.
+        let mut topic = format!(
+            "$iothub/twin/res/{status}/?$rid={}",
+            topics::write_bag([(rid, None)])
         );
-        let topic = format!("$iothub/twin/res/{status}/?{query}");
+        if let Some(v) = version {
+            topic.push_str(&format!("&$version={v}"));
+        }
         self.queue(Packet::Publish(Publish::from_bytes(
             topic,
             QoS::AtMostOnce,
@@ -599,7 +601,8 @@ impl Session {
         }
         self.next_rid += 1;
         let rid = self.next_rid.to_string();
-        let name = topics::write_bag([(call.name.as_str(), None)]);
+        // The name as the service took it, escaped only where it would break the topic.
+        let name = call.name.replace(['/', '?', '#', '+'], "_");
         let topic = format!("$iothub/methods/POST/{name}/?$rid={rid}");
         let body = serde_json::to_vec(&call.payload).unwrap_or_default();
         self.methods.insert(rid, call.reply);

@@ -641,7 +641,7 @@ async fn the_twin_over_mqtt() {
     d.publish("$iothub/twin/GET/?$rid=get1", QoS::AtMostOnce, 0, b"")
         .await;
     let res = d.incoming().await;
-    assert_eq!(res.topic, "$iothub/twin/res/200/?%24rid=get1");
+    assert_eq!(res.topic, "$iothub/twin/res/200/?$rid=get1");
     let twin: Value = serde_json::from_slice(&res.payload).unwrap();
     assert_eq!(twin["desired"]["target"], 20, "{twin}");
     assert_eq!(twin["desired"]["$version"], 2, "{twin}");
@@ -659,7 +659,7 @@ async fn the_twin_over_mqtt() {
     let res = d.incoming().await;
     assert!(
         res.topic
-            .starts_with("$iothub/twin/res/204/?%24rid=rep1&%24version="),
+            .starts_with("$iothub/twin/res/204/?$rid=rep1&$version="),
         "{}",
         res.topic
     );
@@ -678,7 +678,7 @@ async fn the_twin_over_mqtt() {
     .await;
     let res = d.incoming().await;
     assert!(
-        res.topic.starts_with("$iothub/twin/res/400/?%24rid=bad"),
+        res.topic.starts_with("$iothub/twin/res/400/?$rid=bad"),
         "{}",
         res.topic
     );
@@ -731,7 +731,7 @@ async fn twin_requests_are_throttled_with_the_service() {
         d.incoming()
             .await
             .topic
-            .starts_with("$iothub/twin/res/429/?%24rid=1")
+            .starts_with("$iothub/twin/res/429/?$rid=1")
     );
     d.publish(
         "$iothub/twin/PATCH/properties/reported/?$rid=2",
@@ -744,7 +744,7 @@ async fn twin_requests_are_throttled_with_the_service() {
         d.incoming()
             .await
             .topic
-            .starts_with("$iothub/twin/res/429/?%24rid=2")
+            .starts_with("$iothub/twin/res/429/?$rid=2")
     );
 }
 
