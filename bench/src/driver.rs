@@ -410,6 +410,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), String> {
             None
         }
     };
+    let cli = crate::cli::run(&root, &tools, &emulator, mode, &mut notes).await?;
     // Last, as it adds its devices to the registry the other scenarios read.
     let import_export = crate::jobs::import_export(&registry, mode, &mut notes).await?;
     let emulator_numbers = report::EmulatorNumbers {
@@ -428,6 +429,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), String> {
         cases,
         samples,
         emulator: emulator_numbers,
+        cli: Some(cli),
         notes,
         analysis: std::fs::read_to_string(root.join("bench/ANALYSIS.md")).ok(),
     };

@@ -12,6 +12,7 @@
 //! child processes so that every process's CPU time and memory are its own.
 
 mod chart;
+mod cli;
 mod client;
 mod driver;
 mod emulator;

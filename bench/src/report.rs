@@ -221,6 +221,8 @@ pub(crate) struct Report {
     pub(crate) cases: Vec<Case>,
     pub(crate) samples: Vec<Sample>,
     pub(crate) emulator: EmulatorNumbers,
+    /// The `iothub` command-line scenario.
+    pub(crate) cli: Option<crate::cli::CliNumbers>,
     /// Things the reader must know (skipped clients, unmeasured scenarios).
     pub(crate) notes: Vec<String>,
     /// `bench/ANALYSIS.md`: the profile findings, written by hand, included verbatim.
@@ -389,6 +391,7 @@ impl Report {
             }),
         }
         targets.push(self.c2d_target());
+        targets.extend(self.cli_targets());
         if self.environment.mode == Mode::Smoke || cfg!(debug_assertions) {
             // Smoke sizes and debug builds say nothing about the targets.
             for t in &mut targets {
@@ -396,6 +399,94 @@ impl Report {
             }
         }
         targets
+    }
+
+    /// The command line's targets: its size, `--help`, and `device show` against Python.
+    fn cli_targets(&self) -> Vec<Target> {
+        let Some(cli) = &self.cli else {
+            return vec![Target {
+                name: "`iothub` binary at most 15 MB; `--help` under 10 ms; `device show` at \
+                       least 10x faster than the Python one-liner"
+                    .into(),
+                measured: "not measured".into(),
+                met: None,
+            }];
+        };
+        let wall = |label: &str| {
+            cli.rows
+                .iter()
+                .find(|r| r.label == label)
+                .map(|r| r.wall_s.median)
+        };
+        let mb = cli.binary_bytes as f64 / 1e6;
+        let mut targets = vec![Target {
+            name: "`iothub` binary at most 15 MB (the `dist` profile, stripped)".into(),
+            measured: format!("{} MB ({})", num(mb), cli.binary),
+            met: cli.binary.contains("dist").then_some(mb <= 15.0),
+        }];
+        let help = wall("iothub --help");
+        targets.push(Target {
+            name: "`iothub --help` under 10 ms".into(),
+            measured: help
+                .map_or_else(|| "not measured".into(), |h| format!("{} ms", num(h * 1e3))),
+            met: help.map(|h| h < 0.010),
+        });
+        let ours = wall("iothub device show");
+        let python = wall("Python azure-iot-hub device show");
+        targets.push(Target {
+            name: "`iothub device show` at least 10x faster end to end than the Python one-liner"
+                .into(),
+            measured: match (ours, python) {
+                (Some(o), Some(p)) => format!(
+                    "{:.1}x: {} ms against {} ms",
+                    p / o.max(1e-9),
+                    num(o * 1e3),
+                    num(p * 1e3)
+                ),
+                _ => "not measured".into(),
+            },
+            met: ours.zip(python).map(|(o, p)| p / o.max(1e-9) >= 10.0),
+        });
+        targets
+    }
+
+    /// The command-line section: one row per command.
+    fn cli_section(&self, md: &mut String) {
+        let Some(cli) = &self.cli else {
+            return;
+        };
+        let _ = writeln!(md, "## Command line\n");
+        let _ = writeln!(
+            md,
+            "What a script pays for one command, process start included: the `iothub` binary \
+             ({}, **{} MB**) against the same operation as a Python `azure-iot-hub` one-liner \
+             and a Node `azure-iothub` one-liner (`python -c`, `node -e`), each run {} times, \
+             interleaved. *Peak RSS* is the process's `ru_maxrss` from GNU time.\n",
+            cli.binary,
+            num(cli.binary_bytes as f64 / 1e6),
+            cli.reps
+        );
+        let _ = writeln!(md, "| Command | Wall ms | Peak RSS MiB |\n|---|---|---|");
+        for row in &cli.rows {
+            let ms = Stat {
+                median: row.wall_s.median * 1e3,
+                min: row.wall_s.min * 1e3,
+                max: row.wall_s.max * 1e3,
+            };
+            let rss = row.peak_rss_kib.map_or_else(
+                || "–".to_owned(),
+                |r| {
+                    Stat {
+                        median: r.median / 1024.0,
+                        min: r.min / 1024.0,
+                        max: r.max / 1024.0,
+                    }
+                    .cell()
+                },
+            );
+            let _ = writeln!(md, "| {} | {} | {rss} |", row.label, ms.cell());
+        }
+        md.push('\n');
     }
 
     /// iothub-rs's best sustained C2D rate on one connection against Python's (whose send
@@ -497,6 +588,7 @@ impl Report {
         }
 
         self.emulator_section(&mut md);
+        self.cli_section(&mut md);
         method_section(&mut md);
 
         let _ = writeln!(md, "## Environment\n");
