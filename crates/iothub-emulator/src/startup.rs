@@ -72,14 +72,14 @@ impl Emulator {
                     ),
                 };
                 let server_config = material
-                    .server_config(&[b"h2".as_slice(), b"http/1.1".as_slice()])
+                    .server_config_asking_client_certs(&[b"h2".as_slice(), b"http/1.1".as_slice()])
                     .map_err(|e| Error::Tls(e.to_string()))?;
                 // AMQP clients send no ALPN (or one we need not check): offer none.
                 let amqp_config = material
                     .server_config(&[])
                     .map_err(|e| Error::Tls(e.to_string()))?;
                 let mqtt_config = material
-                    .device_server_config()
+                    .server_config_asking_client_certs(&[])
                     .map_err(|e| Error::Tls(e.to_string()))?;
                 (
                     Some(tokio_rustls::TlsAcceptor::from(server_config)),

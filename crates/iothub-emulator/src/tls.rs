@@ -169,10 +169,14 @@ impl TlsMaterial {
         Ok(Arc::new(config))
     }
 
-    /// The server configuration of the device endpoints (MQTT): as
-    /// [`TlsMaterial::server_config`] without ALPN, and asking for (never requiring) a client
-    /// certificate, which X.509 devices authenticate with.
-    pub(crate) fn device_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    /// As [`TlsMaterial::server_config`], but asking for (never requiring) a client
+    /// certificate, which X.509 devices authenticate with: for the MQTT endpoint, and for the
+    /// HTTPS listener, whose WebSockets carry MQTT too. A client without one (every service
+    /// client) answers with none and is served as before.
+    pub(crate) fn server_config_asking_client_certs(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut certs = parse_certs(self.cert_pem.as_bytes(), "the certificate chain")?;
         if self.leaf_only {
             certs.truncate(1);
@@ -180,10 +184,11 @@ impl TlsMaterial {
         let key = parse_key(self.key_pem.as_bytes(), "the private key")?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = Arc::new(crate::mqtt::x509::AnyClientCert::new(provider.clone()));
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 

@@ -71,9 +71,12 @@ pub(crate) fn upgrade(shared: &Shared, mut req: Request<Incoming>) -> Response<F
     let (taken, subprotocol) = if amqp {
         (shared.amqp.hand_off(upgrade), SUBPROTOCOL)
     } else {
-        // The HTTPS listener asks for no client certificate: X.509 devices use the TLS
-        // endpoint (8883).
-        (shared.mqtt.hand_off(upgrade, None), MQTT_SUBPROTOCOL)
+        // The HTTPS listener asks for a client certificate: an X.509 device's is here.
+        let cert = req
+            .extensions()
+            .get::<crate::mqtt::ClientCertificate>()
+            .and_then(|c| c.0.get().cloned());
+        (shared.mqtt.hand_off(upgrade, cert), MQTT_SUBPROTOCOL)
     };
     if !taken {
         let mut response = Response::new(Full::new(Bytes::from_static(b"Too many connections")));

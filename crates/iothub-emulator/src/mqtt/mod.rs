@@ -40,6 +40,12 @@ pub(crate) use registry::{Command, MethodCall, MethodRoute, Registry};
 /// connection, if any.
 type Handoff = (OnUpgrade, Option<Vec<u8>>);
 
+/// The client certificate of the HTTPS connection a request came on, set once its TLS
+/// handshake is done (a request extension): what an MQTT-over-WebSockets device
+/// authenticates with.
+#[derive(Clone, Default)]
+pub(crate) struct ClientCertificate(pub(crate) Arc<std::sync::OnceLock<Vec<u8>>>);
+
 /// How long a TLS handshake or WebSocket upgrade may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket connections waiting to be picked up by the listener.

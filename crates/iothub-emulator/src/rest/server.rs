@@ -93,10 +93,13 @@ async fn connection(
     let activity = slot.activity().clone();
     // Fault injection closes the connection without an answer through this.
     let kill = Arc::new(ConnectionFate::default());
+    let client_cert = crate::mqtt::ClientCertificate::default();
     let service = {
         let kill = kill.clone();
         let activity = activity.clone();
-        service_fn(move |req| {
+        let client_cert = client_cert.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(client_cert.clone());
             let shared = shared.clone();
             let kill = kill.clone();
             let request = activity.request();
@@ -133,6 +136,14 @@ async fn connection(
                 else {
                     return false;
                 };
+                if let Some(cert) = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                {
+                    let _ = client_cert.0.set(cert.to_vec());
+                }
                 let io = TokioIo::new(Watched::new(stream, activity.clone()));
                 let conn = builder.serve_connection_with_upgrades(io, service);
                 until_dropped(conn, &kill).await

@@ -1245,7 +1245,17 @@ pub(crate) async fn websocket_with(
     path: &str,
     subprotocol: &str,
 ) -> Result<WsIo<TlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
-    let stream = tls_to(emu, emu.local_addr()).await;
+    websocket_on(tls_to(emu, emu.local_addr()).await, emu, path, subprotocol).await
+}
+
+/// [`websocket_with`] over a stream of the caller's (a TLS connection with a client
+/// certificate).
+pub(crate) async fn websocket_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    emu: &Emulator,
+    path: &str,
+    subprotocol: &str,
+) -> Result<WsIo<S>, tokio_tungstenite::tungstenite::Error> {
     let mut request = format!("wss://{}{path}", emu.host())
         .into_client_request()
         .unwrap();

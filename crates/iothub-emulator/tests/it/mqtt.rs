@@ -1022,6 +1022,8 @@ async fn mqtt_over_websockets_on_the_https_port() {
         hub.emu.device_messages(Some("d1"), None)[0].body_text(),
         "over ws"
     );
+    // The hub answered with the subprotocol asked for.
+    assert_eq!(d.io.subprotocol.as_deref(), Some("mqtt"));
     assert_eq!(connection_state(&hub, "/devices/d1").await, "Connected");
 }
 
@@ -1080,13 +1082,14 @@ async fn self_signed_x509_devices_connect_by_thumbprint() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.raw);
-    let dial = async || {
-        let tcp = TcpStream::connect(hub.emu.mqtt_addr()).await.unwrap();
+    let dial_to = async |addr| {
+        let tcp = TcpStream::connect(addr).await.unwrap();
         connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap()
     };
+    let dial = async || dial_to(hub.emu.mqtt_addr()).await;
     let mut c = Connect::new("d-x509");
     c.set_login(username(&hub.emu, "d-x509"), "");
     let (mut d, ack) = connect_with(dial().await, Packet::Connect(c.clone())).await;
@@ -1100,7 +1103,24 @@ async fn self_signed_x509_devices_connect_by_thumbprint() {
     .await;
     assert_eq!(d.expect().await, Packet::PubAck(PubAck::new(1)));
     drop(d);
-    // Without a certificate (nor a password): not authorized.
+    // Over WebSockets: the HTTPS listener asks for the certificate too.
+    let ws = crate::amqp::websocket_on(
+        dial_to(hub.emu.local_addr()).await,
+        &hub.emu,
+        "/$iothub/websocket",
+        "mqtt",
+    )
+    .await
+    .unwrap();
+    let (mut d, ack) = connect_with(ws, Packet::Connect(c.clone())).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    d.send(Packet::Disconnect).await;
+    // Without a certificate (nor a password): not authorized, over TLS and WebSockets.
+    let ws = crate::amqp::websocket_with(&hub.emu, "/$iothub/websocket", "mqtt")
+        .await
+        .unwrap();
+    let (_, ack) = connect_with(ws, Packet::Connect(c.clone())).await;
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
     let (_, ack) = connect_with(tls(&hub.emu).await, Packet::Connect(c.clone())).await;
     assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
     // The certificate of another device: not authorized.
