@@ -240,9 +240,9 @@ impl Session {
                 _ = arrivals.changed() => {}
                 _ = tick.tick() => {}
                 changed = changes.recv() => match changed {
-                    Ok(id) if *id == *self.who.device => self.desired_changed()?,
+                    Ok(id) if *id == *self.who.device => self.identity_changed()?,
                     Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.desired_changed()?,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.identity_changed()?,
                     Err(broadcast::error::RecvError::Closed) => return Err(End::Closed),
                 },
                 () = tokio::time::sleep_until(keep_alive_deadline) => {
@@ -565,8 +565,29 @@ impl Session {
         }
     }
 
-    /// A commit changed the device: sends what changed in its desired properties, when the
-    /// device listens for them.
+    /// A commit changed the device: a device deleted or disabled (or a module deleted) is
+    /// disconnected, as by the hub; else what changed in its desired properties is sent.
+    fn identity_changed(&mut self) -> Step {
+        let allowed = {
+            let devices = self.shared.store.read();
+            devices.get(&self.who.device).is_some_and(|entry| {
+                entry.device.status == Some(wire::DeviceStatus::Enabled)
+                    && self
+                        .who
+                        .module
+                        .as_ref()
+                        .is_none_or(|m| entry.modules.contains_key(m))
+            })
+        };
+        if !allowed {
+            tracing::debug!(who = %self.who.name(), "MQTT identity deleted or disabled: closing");
+            self.shared.mqtt.registry.forget_saved(&self.who);
+            return Err(End::Closed);
+        }
+        self.desired_changed()
+    }
+
+    /// Sends what changed in the device's desired properties, when it listens for them.
     fn desired_changed(&mut self) -> Step {
         let Some((old_version, old)) = self.desired.take() else {
             return Ok(());

@@ -370,6 +370,33 @@ async fn disabled_devices_are_refused() {
 }
 
 #[tokio::test]
+async fn disabling_or_deleting_a_device_disconnects_it() {
+    let hub = Hub::start().await;
+    let key = create(&hub, "d1").await;
+    let mut d = online(&hub, "d1", &key).await;
+    let mut device = hub.call(Method::GET, "/devices/d1", None).await.body;
+    device["status"] = json!("disabled");
+    let r = hub
+        .call_with(
+            Method::PUT,
+            "/devices/d1",
+            Some(device),
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(d.closed().await, "still connected once disabled");
+
+    let key = create(&hub, "d2").await;
+    let mut d = online(&hub, "d2", &key).await;
+    let r = hub
+        .call_with(Method::DELETE, "/devices/d2", None, &[("if-match", "*")])
+        .await;
+    assert_eq!(r.status, 204, "{}", r.raw);
+    assert!(d.closed().await, "still connected once deleted");
+}
+
+#[tokio::test]
 async fn a_token_closes_the_connection_when_it_expires() {
     let hub = Hub::start().await;
     let key = create(&hub, "d1").await;
