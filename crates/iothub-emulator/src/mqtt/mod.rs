@@ -24,7 +24,7 @@ use std::time::Duration;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
@@ -114,6 +114,13 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
     mut websockets: mpsc::Receiver<Handoff>,
 ) {
+    // Subscribed before the first connection, so that no change is missed.
+    let dispatcher = tokio::spawn(dispatch(
+        shared.clone(),
+        shared.store.watch_changes(),
+        shared.c2d.watch_arrivals(),
+        shutdown.clone(),
+    ));
     let mut connections = JoinSet::new();
     let room = Arc::new(Semaphore::new(shared.mqtt.max_connections));
     loop {
@@ -181,4 +188,31 @@ pub(crate) async fn serve(
     let drain = async { while connections.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
     connections.shutdown().await;
+    dispatcher.abort();
+}
+
+/// Passes the hub's changes (a device's registry entry, a message queued for a device) to the
+/// connections they concern, until shutdown.
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut changes: broadcast::Receiver<Arc<str>>,
+    mut arrivals: broadcast::Receiver<(String, Option<String>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let registry = &shared.mqtt.registry;
+    loop {
+        tokio::select! {
+            changed = changes.recv() => match changed {
+                Ok(device) => registry.device_changed(&device),
+                Err(broadcast::error::RecvError::Lagged(_)) => registry.wake_all(),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            arrived = arrivals.recv() => match arrived {
+                Ok((device, module)) => registry.c2d_arrived(&device, module.as_deref()),
+                Err(broadcast::error::RecvError::Lagged(_)) => registry.wake_all(),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            () = stopped(&mut shutdown) => break,
+        }
+    }
 }

@@ -2,12 +2,12 @@
 //! closes the old), whether each listens for direct methods, and the subscriptions kept for
 //! CleanSession 0 across reconnects.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::topics::{Identity, Subscription};
 
@@ -37,6 +37,18 @@ struct Live {
     connection: u64,
     tx: mpsc::Sender<Command>,
     methods: bool,
+    wake: Arc<Wake>,
+}
+
+/// What wakes one connection: only the identities concerned are woken (a change to one
+/// twin does not wake ten thousand idle devices). A `Notify` keeps one permit, so a wake-up
+/// that comes while the connection is busy is not lost.
+#[derive(Default)]
+pub(crate) struct Wake {
+    /// A cloud-to-device message may be deliverable.
+    pub(crate) c2d: Notify,
+    /// The device's registry entry changed (its twin, its status, its modules).
+    pub(crate) identity: Notify,
 }
 
 /// Where a direct method for an identity goes.
@@ -52,7 +64,9 @@ pub(crate) enum MethodRoute {
 /// The endpoint's sessions.
 #[derive(Default)]
 pub(crate) struct Registry {
-    live: Mutex<HashMap<Identity, Live>>,
+    /// Ordered by device, then module: a device's connections (itself and its modules) are
+    /// one range.
+    live: Mutex<BTreeMap<Identity, Live>>,
     saved: Mutex<HashMap<Identity, BTreeSet<Subscription>>>,
     next: AtomicU64,
     open: AtomicUsize,
@@ -68,7 +82,7 @@ impl Drop for Open<'_> {
 }
 
 impl Registry {
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Live>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, BTreeMap<Identity, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -84,21 +98,57 @@ impl Registry {
     }
 
     /// Makes `tx` the identity's connection, telling the one it replaces to close; answers
-    /// the new connection's number.
-    pub(crate) fn attach(&self, who: &Identity, tx: mpsc::Sender<Command>) -> u64 {
+    /// the new connection's number and what wakes it.
+    pub(crate) fn attach(&self, who: &Identity, tx: mpsc::Sender<Command>) -> (u64, Arc<Wake>) {
         let connection = self.next.fetch_add(1, Ordering::SeqCst);
+        let wake = Arc::new(Wake::default());
         let old = self.live().insert(
             who.clone(),
             Live {
                 connection,
                 tx,
                 methods: false,
+                wake: wake.clone(),
             },
         );
         if let Some(old) = old {
             let _ = old.tx.try_send(Command::Replaced);
         }
-        connection
+        (connection, wake)
+    }
+
+    /// Wakes the connections of a device and of its modules: its registry entry changed.
+    pub(crate) fn device_changed(&self, device: &str) {
+        let live = self.live();
+        let start = Identity {
+            device: device.to_owned(),
+            module: None,
+        };
+        for (_, l) in live
+            .range(start..)
+            .take_while(|(who, _)| who.device == device)
+        {
+            l.wake.identity.notify_one();
+        }
+    }
+
+    /// Wakes the connection of a device (or module) a message became deliverable for.
+    pub(crate) fn c2d_arrived(&self, device: &str, module: Option<&str>) {
+        let who = Identity {
+            device: device.to_owned(),
+            module: module.map(str::to_owned),
+        };
+        if let Some(l) = self.live().get(&who) {
+            l.wake.c2d.notify_one();
+        }
+    }
+
+    /// Wakes every connection for everything (a follower of the changes lagged behind).
+    pub(crate) fn wake_all(&self) {
+        for l in self.live().values() {
+            l.wake.c2d.notify_one();
+            l.wake.identity.notify_one();
+        }
     }
 
     /// Forgets the identity's connection if it is still `connection`; true if it was (the

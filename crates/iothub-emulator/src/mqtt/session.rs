@@ -18,10 +18,10 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{Error as PacketError, QoS};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::registry::Command;
+use super::registry::{Command, Wake};
 use super::telemetry::DeviceMessage;
 use super::topics::{self, Identity, Inbound, Subscription};
 use super::x509;
@@ -46,8 +46,6 @@ const MAX_KEEP_ALIVE_SECS: u64 = 1767;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Commands (method calls, replacement) queued for one connection.
 const COMMAND_QUEUE: usize = 64;
-/// How often deliveries are retried without a signal (a lock that expired meanwhile).
-const REDELIVERY_TICK: Duration = Duration::from_secs(1);
 
 /// Why the connection ends.
 #[derive(Debug)]
@@ -103,7 +101,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let who = accepted.who.clone();
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let connection = shared.mqtt.registry.attach(&who, tx);
+    let (connection, wake) = shared.mqtt.registry.attach(&who, tx);
     let restored = if connect.clean_session {
         shared.mqtt.registry.forget_saved(&who);
         None
@@ -152,7 +150,15 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Instant::now() + Duration::from_secs(e.saturating_sub(now))
     });
     let outcome = session
-        .run(&mut io, &mut buf, rx, keep_alive, expiry, &mut shutdown)
+        .run(
+            &mut io,
+            &mut buf,
+            rx,
+            &wake,
+            keep_alive,
+            expiry,
+            &mut shutdown,
+        )
         .await;
     if !matches!(outcome, Err(End::Disconnected))
         && let Some(will) = &connect.last_will
@@ -187,14 +193,11 @@ impl Session {
         io: &mut S,
         buf: &mut BytesMut,
         mut commands: mpsc::Receiver<Command>,
+        wake: &Wake,
         keep_alive: Option<Duration>,
         expiry: Option<Instant>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Step {
-        let mut arrivals = self.shared.c2d.watch_arrivals();
-        let mut changes = self.shared.store.watch_changes();
-        let mut tick = tokio::time::interval(REDELIVERY_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
         let mut last_heard = Instant::now();
         let limit = self.shared.mqtt.limits.max_packets_per_second;
@@ -237,14 +240,9 @@ impl Session {
                     }
                     Some(Command::Method(call)) => self.method_request(call)?,
                 },
-                _ = arrivals.changed() => {}
-                _ = tick.tick() => {}
-                changed = changes.recv() => match changed {
-                    Ok(id) if *id == *self.who.device => self.identity_changed()?,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.identity_changed()?,
-                    Err(broadcast::error::RecvError::Closed) => return Err(End::Closed),
-                },
+                // Delivered at the top of the loop.
+                () = wake.c2d.notified() => {}
+                () = wake.identity.notified() => self.identity_changed()?,
                 () = tokio::time::sleep_until(keep_alive_deadline) => {
                     tracing::debug!(who = %self.who.name(), "MQTT keep-alive expired: closing");
                     return Err(End::Closed);

@@ -183,7 +183,10 @@ impl Fate {
     }
 }
 
-type Target = (String, Option<String>);
+pub(crate) type Target = (String, Option<String>);
+
+/// Arrivals a slow follower may fall behind by before it is told it lagged.
+const ARRIVALS_QUEUE: usize = 1024;
 
 #[derive(Debug, Clone)]
 struct Queued {
@@ -331,9 +334,10 @@ pub(crate) struct C2d {
     pub(crate) feedback_ready: Notify,
     /// Signalled when file notifications are queued.
     pub(crate) files_ready: Notify,
-    /// Bumped whenever a message becomes deliverable (queued, or back in its queue), so that
-    /// connected devices (MQTT) take it without polling; a watch, so no wake-up is missed.
-    arrivals: tokio::sync::watch::Sender<u64>,
+    /// The device (and module) for which a message became deliverable (queued, or back in
+    /// its queue), so that a connected device (MQTT) takes it without polling. A follower
+    /// that lags is told so and must look at every queue it serves.
+    arrivals: tokio::sync::broadcast::Sender<Target>,
 }
 
 impl Default for C2d {
@@ -344,7 +348,7 @@ impl Default for C2d {
             persist: None,
             feedback_ready: Notify::new(),
             files_ready: Notify::new(),
-            arrivals: tokio::sync::watch::Sender::new(0),
+            arrivals: tokio::sync::broadcast::Sender::new(ARRIVALS_QUEUE),
         }
     }
 }
@@ -410,7 +414,7 @@ impl C2d {
             persist,
             feedback_ready: Notify::new(),
             files_ready: Notify::new(),
-            arrivals: tokio::sync::watch::Sender::new(0),
+            arrivals: tokio::sync::broadcast::Sender::new(ARRIVALS_QUEUE),
         };
         let mut state = c2d.lock();
         c2d.flush(&mut state);
@@ -448,12 +452,14 @@ impl C2d {
     }
 
     /// Changes whenever a message may have become deliverable.
-    pub(crate) fn watch_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn watch_arrivals(&self) -> tokio::sync::broadcast::Receiver<Target> {
         self.arrivals.subscribe()
     }
 
-    fn arrived(&self) {
-        self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
+    fn arrived(&self, target: &Target) {
+        if self.arrivals.receiver_count() > 0 {
+            let _ = self.arrivals.send(target.clone());
+        }
     }
 
     /// The settings in force.
@@ -503,9 +509,9 @@ impl C2d {
         }
         state.queued_bytes += size;
         self.remember(&mut state, item.message.clone());
+        self.arrived(&target);
         state.queues.entry(target).or_default().push_back(item);
         state.note_deadline(expires);
-        self.arrived();
         Ok(pending + 1)
     }
 
@@ -963,7 +969,7 @@ impl C2d {
 }
 
 fn requeue(c2d: &C2d, state: &mut State, locked: Locked) {
-    c2d.arrived();
+    c2d.arrived(&locked.target);
     if locked.item.deliveries >= MAX_DELIVERY_COUNT {
         state.drop_message(&locked.item);
         c2d.record(state, &locked.item, Fate::DeliveryCountExceeded);
