@@ -155,8 +155,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             &mut buf,
             rx,
             &wake,
-            keep_alive,
-            expiry,
+            Deadlines { keep_alive, expiry },
             &mut shutdown,
         )
         .await;
@@ -166,6 +165,13 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         session.will(will);
     }
     session.finish(connect.clean_session);
+}
+
+/// When a connection ends unless the device does something: its keep-alive (1.5 times the
+/// client's, from the last bytes heard) and its SAS token's expiry.
+struct Deadlines {
+    keep_alive: Option<Duration>,
+    expiry: Option<Instant>,
 }
 
 /// The state of one authenticated connection.
@@ -194,8 +200,7 @@ impl Session {
         buf: &mut BytesMut,
         mut commands: mpsc::Receiver<Command>,
         wake: &Wake,
-        keep_alive: Option<Duration>,
-        expiry: Option<Instant>,
+        Deadlines { keep_alive, expiry }: Deadlines,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Step {
         let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
