@@ -81,6 +81,12 @@ const SOURCE_RULES: &[(&str, &str, &str, Option<&str>)] = &[
         Some("amqp"),
     ),
     (
+        "rumqttc is used only in the emulator's MQTT module",
+        "crates/iothub-emulator",
+        "rumqttc",
+        Some("mqtt"),
+    ),
+    (
         "the emulator uses the generated models, never the generated client",
         "crates/iothub-emulator",
         "iothub_rest_gen::Client",
