@@ -65,6 +65,10 @@ pub(crate) struct Global {
     /// Per-request timeout in seconds.
     #[arg(long, global = true, value_parser = values::seconds)]
     pub(crate) timeout: Option<std::time::Duration>,
+    /// Attempts per operation, retries included, for what is safe to repeat (1: no retry)
+    /// [default: 5, with exponential backoff].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) attempts: Option<u32>,
     /// Log the SDK's requests and retries on standard error (RUST_LOG refines it).
     #[arg(long, short = 'v', global = true)]
     pub(crate) verbose: bool,

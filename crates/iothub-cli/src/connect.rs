@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use iothub_registry::{ConnectionString, Credential, HostName, RegistryManager};
+use iothub_registry::{ConnectionString, Credential, ExponentialRetry, HostName, RegistryManager};
 
 use crate::aad::Chain;
 use crate::cli::{AuthMode, Global};
@@ -104,7 +104,11 @@ impl Settings {
     }
 
     /// The manager. Makes no request.
-    pub(crate) fn registry(&self, timeout: Option<std::time::Duration>) -> Result<RegistryManager> {
+    pub(crate) fn registry(
+        &self,
+        timeout: Option<std::time::Duration>,
+        attempts: Option<u32>,
+    ) -> Result<RegistryManager> {
         self.check()?;
         let p = &self.profile;
         let ca = self.ca_pem()?;
@@ -137,6 +141,9 @@ impl Settings {
         }
         if let Some(timeout) = timeout {
             builder = builder.timeout(timeout);
+        }
+        if let Some(attempts) = attempts {
+            builder = builder.retry_policy(ExponentialRetry::default().max_attempts(attempts));
         }
         Ok(builder.build()?)
     }

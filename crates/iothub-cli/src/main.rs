@@ -25,6 +25,9 @@ fn main() -> ExitCode {
                         .into()
                 }),
             )
+            // The SDK logs retries and failures as events; an operation's span, closed with
+            // its timing, shows every request that went well too.
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();

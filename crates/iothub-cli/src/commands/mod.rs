@@ -30,6 +30,8 @@ pub(crate) struct Context {
     pub(crate) printer: Printer,
     /// `--timeout`.
     pub(crate) timeout: Option<std::time::Duration>,
+    /// `--attempts`.
+    pub(crate) attempts: Option<u32>,
 }
 
 impl Context {
@@ -38,12 +40,13 @@ impl Context {
             settings: Settings::resolve(global)?,
             printer: Printer::new(global.output, global.query.clone()),
             timeout: global.timeout,
+            attempts: global.attempts,
         })
     }
 
     /// The manager for the hub. Makes no request.
     pub(crate) fn registry(&self) -> Result<RegistryManager> {
-        self.settings.registry(self.timeout)
+        self.settings.registry(self.timeout, self.attempts)
     }
 }
 

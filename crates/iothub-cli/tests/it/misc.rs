@@ -184,3 +184,27 @@ fn emulator_starts_in_the_foreground_and_prints_how_to_connect() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_exits_5() {
+    let hub = Hub::start().await;
+    hub.emu.set_faults(iothub_emulator::FaultConfig {
+        throttle_rate: 1.0,
+        ..Default::default()
+    });
+    let (code, _, err) = hub.run(&["device", "show", "any", "--attempts", "1"]);
+    assert_eq!(code, 5, "{err}");
+    assert_text!("throttled", err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_turns_on_the_sdk_tracing_and_output_stays_clean() {
+    let hub = Hub::start().await;
+    let (code, out, err) = hub.run(&["stats", "--verbose"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("get_device_registry_statistics"), "{err}");
+    // Standard output is still the JSON alone.
+    serde_json::from_str::<serde_json::Value>(&out).unwrap();
+    let (_, _, quiet) = hub.run(&["stats"]);
+    assert!(quiet.is_empty(), "{quiet}");
+}
