@@ -27,6 +27,12 @@
 //! serving plain HTTP), and WebSockets on the HTTPS port. Feedback and file-upload
 //! notifications come back on the service's links.
 //!
+//! Real devices connect over MQTT 3.1.1 (see [`Emulator::mqtt_addr`]): TLS with the HTTPS
+//! certificate, and WebSockets on the HTTPS port (`/$iothub/websocket`, subprotocol `mqtt`),
+//! authenticated by their own SAS keys or self-signed X.509 certificates, for telemetry
+//! ([`Emulator::device_messages`]), cloud-to-device messages, the twin and direct methods, as
+//! the official device SDKs speak them.
+//!
 //! Azure AD clients get their tokens from the emulator itself: it is a Microsoft Entra ID
 //! look-alike for its own hub (one tenant, the app registrations and role assignments of
 //! [`EntraConfig`]), whose discovery document and token endpoint `azure_identity`'s
