@@ -36,6 +36,9 @@ const MAX_CONNECT_BYTES: usize = 16 * 1024;
 pub(crate) const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 /// Largest packet: the payload limit plus room for the topic and its property bag.
 const MAX_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
+/// Read-buffer capacity a connection keeps between packets; beyond it the buffer is given
+/// back once empty.
+const IDLE_BUFFER_BYTES: usize = 16 * 1024;
 /// Cloud-to-device messages delivered and not yet acknowledged, per connection.
 const MAX_C2D_IN_FLIGHT: usize = 8;
 /// Direct-method requests waiting for the device's answer, per connection.
@@ -229,6 +232,11 @@ impl Session {
                         return Err(End::Closed);
                     }
                 }
+            }
+            // A large packet leaves a large buffer behind; ten thousand idle devices must not
+            // each keep one.
+            if buf.is_empty() && buf.capacity() > IDLE_BUFFER_BYTES {
+                *buf = BytesMut::with_capacity(1024);
             }
             self.deliver_c2d()?;
             self.flush(io).await?;
