@@ -1174,3 +1174,57 @@ async fn a_flood_closes_that_connection_only() {
     calm.send(Packet::PingReq).await;
     assert_eq!(calm.next().await, Some(Packet::PingResp));
 }
+
+#[tokio::test]
+async fn many_devices_at_once_each_woken_only_for_its_own_changes() {
+    const N: usize = 100;
+    let hub = Hub::start().await;
+    let mut devices = Vec::new();
+    for i in 0..N {
+        let id = format!("many-{i}");
+        let key = create(&hub, &id).await;
+        let mut d = online(&hub, &id, &key).await;
+        d.subscribe(
+            1,
+            &[
+                ("$iothub/twin/PATCH/properties/desired/#", QoS::AtMostOnce),
+                (
+                    &format!("devices/{id}/messages/devicebound/#"),
+                    QoS::AtLeastOnce,
+                ),
+            ],
+        )
+        .await;
+        devices.push(d);
+    }
+    assert_eq!(hub.emu.mqtt_open_connections(), N);
+    let stats = hub.call(Method::GET, "/statistics/service", None).await;
+    assert_eq!(stats.body["connectedDeviceCount"], N, "{}", stats.raw);
+    // One device's desired change and one message reach that device, and no other.
+    hub.call(
+        Method::PATCH,
+        "/twins/many-7",
+        Some(json!({"properties": {"desired": {"x": 1}}})),
+    )
+    .await;
+    send_c2d(&hub, "many-9", "only me", &[]).await;
+    let patch = devices[7].incoming().await;
+    assert!(
+        patch
+            .topic
+            .starts_with("$iothub/twin/PATCH/properties/desired/")
+    );
+    let message = devices[9].incoming().await;
+    assert_eq!(&message.payload[..], b"only me");
+    for (i, d) in devices.iter_mut().enumerate().filter(|(i, _)| *i % 10 == 0) {
+        assert!(
+            d.next_within(Duration::from_millis(100)).await.is_err(),
+            "device {i} got something"
+        );
+    }
+    drop(devices);
+    eventually("all disconnected", async || {
+        hub.emu.mqtt_open_connections() == 0
+    })
+    .await;
+}
