@@ -36,8 +36,18 @@ pub(crate) enum Command {
 struct Live {
     connection: u64,
     tx: mpsc::Sender<Command>,
-    methods: bool,
+    /// The connection's subscriptions (which say whether it listens for methods), handed to
+    /// the connection that replaces it with CleanSession 0.
+    subscriptions: BTreeSet<Subscription>,
     wake: Arc<Wake>,
+}
+
+/// A connection attached: its number, what wakes it, and the subscriptions it carries on
+/// (CleanSession 0).
+pub(crate) struct Attached {
+    pub(crate) connection: u64,
+    pub(crate) wake: Arc<Wake>,
+    pub(crate) restored: Option<BTreeSet<Subscription>>,
 }
 
 /// What wakes one connection: only the identities concerned are woken (a change to one
@@ -97,9 +107,15 @@ impl Registry {
         self.open.load(Ordering::SeqCst)
     }
 
-    /// Makes `tx` the identity's connection, telling the one it replaces to close; answers
-    /// the new connection's number and what wakes it.
-    pub(crate) fn attach(&self, who: &Identity, tx: mpsc::Sender<Command>) -> (u64, Arc<Wake>) {
+    /// Makes `tx` the identity's connection, telling the one it replaces to close. With
+    /// CleanSession 0 the session carries on: the replaced connection's subscriptions, else
+    /// those kept since the last one ended; with CleanSession 1 both are forgotten.
+    pub(crate) fn attach(
+        &self,
+        who: &Identity,
+        tx: mpsc::Sender<Command>,
+        clean_session: bool,
+    ) -> Attached {
         let connection = self.next.fetch_add(1, Ordering::SeqCst);
         let wake = Arc::new(Wake::default());
         let old = self.live().insert(
@@ -107,14 +123,29 @@ impl Registry {
             Live {
                 connection,
                 tx,
-                methods: false,
+                subscriptions: BTreeSet::new(),
                 wake: wake.clone(),
             },
         );
+        let saved = self
+            .saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(who);
+        let mut restored = None;
         if let Some(old) = old {
             let _ = old.tx.try_send(Command::Replaced);
+            restored = Some(old.subscriptions);
         }
-        (connection, wake)
+        Attached {
+            connection,
+            wake,
+            restored: if clean_session {
+                None
+            } else {
+                restored.or(saved)
+            },
+        }
     }
 
     /// Wakes the connections of a device and of its modules: its registry entry changed.
@@ -163,12 +194,18 @@ impl Registry {
         }
     }
 
-    /// Records whether the connection listens for direct methods.
-    pub(crate) fn set_methods(&self, who: &Identity, connection: u64, listening: bool) {
+    /// Records the connection's subscriptions (whether it listens for direct methods among
+    /// them).
+    pub(crate) fn set_subscriptions(
+        &self,
+        who: &Identity,
+        connection: u64,
+        subscriptions: &BTreeSet<Subscription>,
+    ) {
         if let Some(l) = self.live().get_mut(who)
             && l.connection == connection
         {
-            l.methods = listening;
+            l.subscriptions.clone_from(subscriptions);
         }
     }
 
@@ -180,17 +217,11 @@ impl Registry {
         };
         match self.live().get(&who) {
             None => MethodRoute::NotOverMqtt,
-            Some(l) if l.methods => MethodRoute::Listening(l.tx.clone()),
+            Some(l) if l.subscriptions.contains(&Subscription::Methods) => {
+                MethodRoute::Listening(l.tx.clone())
+            }
             Some(_) => MethodRoute::NotListening,
         }
-    }
-
-    /// Takes the subscriptions kept for the identity (CleanSession 0), if any.
-    pub(crate) fn take_saved(&self, who: &Identity) -> Option<BTreeSet<Subscription>> {
-        self.saved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(who)
     }
 
     /// Keeps the identity's subscriptions for its next CleanSession 0 connection.

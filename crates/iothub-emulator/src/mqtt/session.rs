@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::registry::{Command, Wake};
+use super::registry::{Attached, Command, Wake};
 use super::telemetry::DeviceMessage;
 use super::topics::{self, Identity, Inbound, Subscription};
 use super::x509;
@@ -104,13 +104,11 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let who = accepted.who.clone();
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let (connection, wake) = shared.mqtt.registry.attach(&who, tx);
-    let restored = if connect.clean_session {
-        shared.mqtt.registry.forget_saved(&who);
-        None
-    } else {
-        shared.mqtt.registry.take_saved(&who)
-    };
+    let Attached {
+        connection,
+        wake,
+        restored,
+    } = shared.mqtt.registry.attach(&who, tx, connect.clean_session);
     let session_present = restored.is_some();
     if shared
         .set_connected(&who.device, who.module.as_deref(), true)
@@ -406,12 +404,13 @@ impl Session {
 
     fn subscribed(&mut self, s: Subscription) {
         self.subscriptions.insert(s);
+        self.shared.mqtt.registry.set_subscriptions(
+            &self.who,
+            self.connection,
+            &self.subscriptions,
+        );
         match s {
             Subscription::Methods => {
-                self.shared
-                    .mqtt
-                    .registry
-                    .set_methods(&self.who, self.connection, true);
                 // Method calls waiting for their connect timeout look again.
                 self.shared.methods.connected.notify_waiters();
             }
@@ -426,15 +425,13 @@ impl Session {
         for topic in &unsubscribe.topics {
             if let Some(s) = topics::subscription(&self.who, topic) {
                 self.subscriptions.remove(&s);
-                match s {
-                    Subscription::Methods => {
-                        self.shared
-                            .mqtt
-                            .registry
-                            .set_methods(&self.who, self.connection, false);
-                    }
-                    Subscription::DesiredPatches => self.desired = None,
-                    _ => {}
+                self.shared.mqtt.registry.set_subscriptions(
+                    &self.who,
+                    self.connection,
+                    &self.subscriptions,
+                );
+                if s == Subscription::DesiredPatches {
+                    self.desired = None;
                 }
             }
         }

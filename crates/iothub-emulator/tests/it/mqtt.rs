@@ -1228,3 +1228,48 @@ async fn many_devices_at_once_each_woken_only_for_its_own_changes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn clean_session_0_carries_the_subscriptions_of_the_connection_it_replaces() {
+    let hub = Hub::start().await;
+    let key = create(&hub, "d1").await;
+    let (mut first, _) = online_with(&hub, "d1", &key, false).await;
+    first
+        .subscribe(1, &[("$iothub/methods/POST/#", QoS::AtMostOnce)])
+        .await;
+    // A reconnect before the hub noticed the first connection was gone.
+    let (mut second, ack) = online_with(&hub, "d1", &key, false).await;
+    assert!(ack.session_present);
+    assert!(first.closed().await);
+    let call = tokio::spawn({
+        let url = hub.url("/twins/d1/methods");
+        let token = hub.token("iothubowner").await;
+        let http = iothub_test_support::emulator::https_client(&hub.emu);
+        async move {
+            http.post(url)
+                .header("authorization", token)
+                .json(&json!({"methodName": "m", "responseTimeoutInSeconds": 5}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let request = second.incoming().await;
+    let rid = request.topic.rsplit('=').next().unwrap().to_owned();
+    second
+        .publish(
+            &format!("$iothub/methods/res/200/?$rid={rid}"),
+            QoS::AtMostOnce,
+            0,
+            b"{}",
+        )
+        .await;
+    assert_eq!(call.await.unwrap(), 200);
+    // CleanSession 1 starts afresh.
+    let (_third, ack) = online_with(&hub, "d1", &key, true).await;
+    assert!(!ack.session_present);
+    let r = invoke(&hub, "/twins/d1/methods", json!({"methodName": "m"})).await;
+    assert_eq!(r.status, 404, "{}", r.raw);
+}
