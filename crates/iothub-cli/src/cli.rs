@@ -20,9 +20,29 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+impl Cli {
+    /// Parses the command line (exiting on a usage error, as clap does: code 2), and notes
+    /// which connection settings came from the environment rather than from flags.
+    pub(crate) fn parse_noting_env() -> Self {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        for id in ["connection_string", "hub", "auth", "ca_cert", "amqp_port"] {
+            if matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable) {
+                cli.global.from_env.push(id);
+            }
+        }
+        cli
+    }
+}
+
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
+    /// The connection settings that came from environment variables, not flags: a profile
+    /// named with `--profile` wins over them (it was asked for explicitly).
+    #[arg(skip)]
+    pub(crate) from_env: Vec<&'static str>,
     /// A service connection string (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…).
     #[arg(
         long,

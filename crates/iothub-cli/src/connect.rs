@@ -32,13 +32,7 @@ impl Settings {
             }
             None => Profile::default(),
         };
-        let given = Profile {
-            connection_string: global.connection_string.clone(),
-            hub: global.hub.clone(),
-            auth: global.auth,
-            ca_cert: global.ca_cert.clone(),
-            amqp_port: global.amqp_port,
-        };
+        let given = given(global);
         // Flags name one way to authenticate: a connection string on the command line
         // replaces a profile's Azure AD settings and the other way round.
         if given.connection_string.is_some() && given.auth != Some(AuthMode::Aad) {
@@ -157,4 +151,20 @@ fn trusting_client(path: &std::path::Path, pem: &[u8]) -> Result<reqwest::Client
         .tls_certs_merge(certs)
         .build()
         .map_err(bad)
+}
+
+/// The connection settings given as flags, and from the environment unless a profile was
+/// named: `--profile` was asked for explicitly, an exported variable may be left over.
+pub(crate) fn given(global: &Global) -> Profile {
+    let keep = |id: &str| global.profile.is_none() || !global.from_env.contains(&id);
+    Profile {
+        connection_string: global
+            .connection_string
+            .clone()
+            .filter(|_| keep("connection_string")),
+        hub: global.hub.clone().filter(|_| keep("hub")),
+        auth: global.auth.filter(|_| keep("auth")),
+        ca_cert: global.ca_cert.clone().filter(|_| keep("ca_cert")),
+        amqp_port: global.amqp_port.filter(|_| keep("amqp_port")),
+    }
 }

@@ -12,11 +12,9 @@ mod values;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
     // clap prints help and version on stdout (exit 0) and usage errors on stderr (exit 2).
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_noting_env();
     if cli.global.verbose {
         tracing_subscriber::fmt()
             .with_env_filter(

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::cli::{Global, OutputFormat, ProfileCommand};
+use crate::cli::{AuthMode, Global, OutputFormat, ProfileCommand};
 use crate::connect::Settings;
 use crate::error::{CliError, Result};
 use crate::output::Printer;
@@ -15,13 +15,20 @@ pub(crate) fn run(global: &Global, command: ProfileCommand) -> Result<()> {
     let mut all = profiles::load(&path)?;
     match command {
         ProfileCommand::Set { name } => {
-            let profile = Profile {
+            let mut profile = Profile {
                 connection_string: global.connection_string.clone(),
                 hub: global.hub.clone(),
                 auth: global.auth,
                 ca_cert: global.ca_cert.clone(),
                 amqp_port: global.amqp_port,
             };
+            // One way to authenticate per profile: Azure AD drops a connection string that
+            // may only be an exported leftover, a connection string drops a stray host.
+            if profile.auth == Some(AuthMode::Aad) {
+                profile.connection_string = None;
+            } else if profile.connection_string.is_some() {
+                profile.hub = None;
+            }
             // A profile that could not connect is refused now, not at its first use.
             Settings {
                 profile: profile.clone(),

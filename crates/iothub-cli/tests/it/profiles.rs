@@ -85,6 +85,37 @@ async fn profiles_are_saved_owner_only_and_never_print_secrets() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A named profile wins over a connection string left in the environment; a flag wins
+    // over the profile.
+    let stray = "HostName=nowhere.invalid;SharedAccessKeyName=owner;SharedAccessKey=AAECAwQFBgcICQoLDA0ODw==";
+    let out = hub
+        .bare()
+        .env("IOTHUB_CONNECTION_STRING", stray)
+        .args(["--profile", "local", "device", "show", "via-profile"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = hub
+        .bare()
+        .args([
+            "--profile",
+            "local",
+            "--connection-string",
+            stray,
+            "--timeout",
+            "2",
+            "--attempts",
+            "1",
+        ])
+        .args(["device", "show", "via-profile"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the flag's hub does not exist");
+
     let out = hub
         .bare()
         .args(["--profile", "missing", "stats"])
