@@ -74,7 +74,17 @@ pub(crate) struct EmulatorArgs {
     /// Service requests the request log keeps [default: 1000].
     #[arg(long)]
     request_log_capacity: Option<usize>,
+    /// Most bytes one request-log entry keeps [default: 65536].
+    #[arg(long)]
+    request_log_max_entry_bytes: Option<usize>,
+    /// Most bytes the request log keeps in total [default: 33554432].
+    #[arg(long)]
+    request_log_max_bytes: Option<usize>,
 }
+
+/// Where the control-API token may be given, as for the emulator binary (not as a flag: a
+/// command line is visible to every user of the machine).
+const CONTROL_TOKEN_VAR: &str = "IOTHUB_EMULATOR_CONTROL_TOKEN";
 
 /// The port AMQP clients dial.
 const AMQPS_PORT: u16 = 5671;
@@ -116,7 +126,15 @@ fn config(args: EmulatorArgs) -> Result<Config> {
         http_max_connections => http_max_connections,
         amqp_max_connections => amqp_max_connections,
         request_log_capacity => request_log_capacity,
+        request_log_max_entry_bytes => request_log_max_entry_bytes,
+        request_log_max_bytes => request_log_max_bytes,
     );
+    if let Some(token) = std::env::var(CONTROL_TOKEN_VAR)
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        config.control_token = Some(token.into());
+    }
     // The SDKs always dial 5671, so it listens there unless told otherwise (as the binary).
     config.amqp_bind = args
         .amqp_bind
@@ -166,6 +184,9 @@ pub(crate) async fn run(args: EmulatorArgs) -> Result<()> {
     }
     if let Some(addr) = hub.amqp_addr().filter(|a| a.port() != AMQPS_PORT) {
         println!("export IOTHUB_AMQP_PORT={}", addr.port());
+    }
+    if let Some(token) = hub.control_token() {
+        println!("# control API token (header x-emulator-control-token): {token}");
     }
     println!("iothub device create thermostat-1");
     use std::io::Write as _;
