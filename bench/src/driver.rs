@@ -49,6 +49,10 @@ pub(crate) struct RunArgs {
     /// Never install the Python or Node SDK or wrk when missing; skip them instead.
     #[arg(long)]
     no_install: bool,
+    /// MQTT devices to hold connected at once [default: 10,000, smoke: 20]; 0 leaves the
+    /// devices scenario out.
+    #[arg(long)]
+    mqtt_devices: Option<u64>,
 }
 
 /// A client under comparison.
@@ -291,6 +295,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), String> {
         ClientKind::Rust | ClientKind::RustMt | ClientKind::Bare => true,
     });
 
+    // Before the emulator starts, so that it inherits the limit: every MQTT device of the
+    // devices scenario is a socket in each process.
+    let open_files = crate::devices::raise_open_file_limit();
+    eprintln!("open-file limit {open_files}");
+
     let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let parse = |a: &str| a.parse::<SocketAddr>().map_err(|e| format!("{a}: {e}"));
     let (bind, amqp) = (parse(BIND)?, parse(BIND_AMQP)?);
@@ -413,6 +422,14 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), String> {
     let cli = crate::cli::run(&root, &tools, &emulator, mode, &mut notes).await?;
     // Last, as it adds its devices to the registry the other scenarios read.
     let import_export = crate::jobs::import_export(&registry, mode, &mut notes).await?;
+    // After it, as its devices join the registry too.
+    let devices = match args.mqtt_devices {
+        Some(0) => None,
+        wanted => Some(
+            crate::devices::connected_devices(&registry, &emulator, mode, wanted, &mut notes)
+                .await?,
+        ),
+    };
     let emulator_numbers = report::EmulatorNumbers {
         seeded,
         seed_secs,
@@ -420,6 +437,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), String> {
         rss_seeded_kib: rss_seeded,
         wrk,
         import_export,
+        devices,
     };
     emulator.stop().await;
 

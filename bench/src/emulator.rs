@@ -31,6 +31,7 @@ pub(crate) struct EmulatorArgs {
 struct Ready {
     connection_string: String,
     ca_path: PathBuf,
+    mqtt_addr: SocketAddr,
 }
 
 /// Runs the emulator until standard input closes (the driver exited or is done).
@@ -47,6 +48,8 @@ pub(crate) fn serve(args: &EmulatorArgs) -> Result<(), String> {
             amqp_bind: args.amqp_bind,
             // The log would cost time and memory on every request; nothing reads it here.
             request_log_capacity: 0,
+            // The devices scenario holds 10,000 connections, and more when asked.
+            mqtt_max_connections: 100_000,
             ..Config::default()
         };
         let hub = Emulator::builder()
@@ -56,6 +59,7 @@ pub(crate) fn serve(args: &EmulatorArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let ready = Ready {
             connection_string: hub.connection_string(),
+            mqtt_addr: hub.mqtt_addr(),
             ca_path: hub
                 .ca_certificate_path()
                 .ok_or("the emulator wrote no CA certificate")?
@@ -83,6 +87,8 @@ pub(crate) struct EmulatorChild {
     pub(crate) ca_path: PathBuf,
     /// Host (and port, unless 443) as clients dial it.
     pub(crate) host: String,
+    /// The device-facing MQTT endpoint (TLS).
+    pub(crate) mqtt_addr: SocketAddr,
 }
 
 impl EmulatorChild {
@@ -140,6 +146,7 @@ impl EmulatorChild {
             connection_string: ready.connection_string,
             ca_path: ready.ca_path,
             host,
+            mqtt_addr: ready.mqtt_addr,
         })
     }
 

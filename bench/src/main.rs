@@ -14,6 +14,7 @@
 mod chart;
 mod cli;
 mod client;
+mod devices;
 mod driver;
 mod emulator;
 mod jobs;
