@@ -131,6 +131,9 @@ pub(crate) enum Command {
     Twin(TwinCommand),
     /// Runs an IoT Hub query, streaming every page.
     Query(QueryArgs),
+    /// Automatic device management configurations.
+    #[command(subcommand)]
+    Configuration(ConfigurationCommand),
     /// Direct methods.
     #[command(subcommand)]
     Method(MethodCommand),
@@ -479,6 +482,48 @@ pub(crate) struct QueryArgs {
     /// Results per page (1 to 1000).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) page_size: Option<u32>,
+}
+
+/// `configuration …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigurationCommand {
+    /// Creates a configuration from its JSON (as the service takes it: `id`, `content`,
+    /// `targetCondition`, `priority`, `labels`, `metrics`), checked before it is sent.
+    Create {
+        /// The configuration, as JSON or @FILE.
+        #[arg(long, value_parser = values::json_object_or_file)]
+        json: serde_json::Map<String, serde_json::Value>,
+        /// Its id [default: the JSON's `id`].
+        #[arg(long, value_parser = values::non_empty)]
+        id: Option<String>,
+        /// Which twins it targets (`tags.site = 'oslo'`) [default: the JSON's].
+        #[arg(long)]
+        target_condition: Option<String>,
+        /// Its priority [default: the JSON's].
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+        priority: Option<i32>,
+    },
+    /// Shows a configuration.
+    Show {
+        /// The configuration id.
+        #[arg(value_parser = values::non_empty)]
+        id: String,
+    },
+    /// Lists configurations.
+    List {
+        /// How many (1 to 100).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        top: Option<u32>,
+    },
+    /// Deletes a configuration.
+    Delete {
+        /// The configuration id.
+        #[arg(value_parser = values::non_empty)]
+        id: String,
+        /// Only if its etag is still this one.
+        #[arg(long, value_parser = values::etag)]
+        etag: Option<iothub_registry::ETag>,
+    },
 }
 
 /// `method …`.

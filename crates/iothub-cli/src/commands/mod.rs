@@ -3,6 +3,7 @@
 
 pub(crate) mod bulk;
 pub(crate) mod c2d;
+pub(crate) mod configurations;
 pub(crate) mod devices;
 #[cfg(feature = "emulator")]
 pub(crate) mod emulator;
@@ -71,6 +72,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 Command::Module(c) => modules::run(&context, c).await,
                 Command::Twin(c) => twins::run(&context, c).await,
                 Command::Query(args) => query::run(&context, args).await,
+                Command::Configuration(c) => configurations::run(&context, c).await,
                 Command::Method(c) => methods::run(&context, c).await,
                 Command::C2d(c) => c2d::run(&context, c).await,
                 Command::Feedback(c) => watch::feedback(&context, c).await,

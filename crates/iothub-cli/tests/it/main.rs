@@ -4,6 +4,7 @@
 mod aad;
 mod bulk;
 mod c2d;
+mod configurations;
 mod devices;
 mod misc;
 mod modules;
