@@ -25,6 +25,13 @@ pub(crate) struct EmulatorArgs {
     /// Address of the AMQP endpoint [default: port 5671 on the --bind IP].
     #[arg(long)]
     amqp_bind: Option<SocketAddr>,
+    /// Address of the device-facing MQTT endpoint (MQTT over TLS) [default: port 8883 on the
+    /// --bind IP].
+    #[arg(long)]
+    mqtt_bind: Option<SocketAddr>,
+    /// Most MQTT connections open at once [default: 10000].
+    #[arg(long)]
+    mqtt_max_connections: Option<usize>,
     /// Close AMQP connections silent this long, in seconds; 0 never does [default: 240].
     #[arg(long)]
     amqp_idle_timeout_secs: Option<u64>,
@@ -88,6 +95,8 @@ const CONTROL_TOKEN_VAR: &str = "IOTHUB_EMULATOR_CONTROL_TOKEN";
 
 /// The port AMQP clients dial.
 const AMQPS_PORT: u16 = 5671;
+/// The port device SDKs dial for MQTT.
+const MQTTS_PORT: u16 = 8883;
 
 fn default_cert_dir() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("iothub-emulator"))
@@ -125,6 +134,7 @@ fn config(args: EmulatorArgs) -> Result<Config> {
         http_idle_timeout_secs => http_idle_timeout_secs,
         http_max_connections => http_max_connections,
         amqp_max_connections => amqp_max_connections,
+        mqtt_max_connections => mqtt_max_connections,
         request_log_capacity => request_log_capacity,
         request_log_max_entry_bytes => request_log_max_entry_bytes,
         request_log_max_bytes => request_log_max_bytes,
@@ -140,6 +150,11 @@ fn config(args: EmulatorArgs) -> Result<Config> {
         .amqp_bind
         .or(config.amqp_bind)
         .or_else(|| Some(SocketAddr::new(config.bind.ip(), AMQPS_PORT)));
+    // The device SDKs always dial 8883, so it listens there unless told otherwise.
+    config.mqtt_bind = args
+        .mqtt_bind
+        .or(config.mqtt_bind)
+        .or_else(|| Some(SocketAddr::new(config.bind.ip(), MQTTS_PORT)));
     if args.host_name.is_some() {
         config.host_name = args.host_name;
     }
@@ -170,6 +185,7 @@ pub(crate) async fn run(args: EmulatorArgs) -> Result<()> {
     if let Some(addr) = hub.amqp_addr() {
         println!("AMQP endpoint: {addr}");
     }
+    println!("Device MQTT endpoint: {}", hub.mqtt_addr());
     match durable {
         Some(dir) => println!("Registry stored durably in {}", dir.display()),
         None => println!("Registry kept in memory (use --data-dir to keep it)"),

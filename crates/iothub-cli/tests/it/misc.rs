@@ -140,6 +140,8 @@ fn emulator_starts_in_the_foreground_and_prints_how_to_connect() {
             "127.0.0.1:0",
             "--amqp-bind",
             "127.0.0.1:0",
+            "--mqtt-bind",
+            "127.0.0.1:0",
             "--cert-dir",
         ])
         .arg(dir.path())
