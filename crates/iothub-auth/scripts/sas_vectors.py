@@ -8,10 +8,14 @@ Every token in the file is produced by the package's own code, never by code in 
   builder is a closure handed to uamqp's ``JWTTokenAuth``; we read back the token, audience and
   token type that uamqp would put on the CBS ``put-token`` (no connection is opened).
 - Connection strings: ``azure.iot.hub.connection_string.ConnectionString``.
+- Device and module tokens: the official device SDK's ``RenewableSasToken`` over its
+  ``SymmetricKeySigningMechanism``, for the resource its clients form (``_form_sas_uri``): what a
+  device connecting with its own key sends (package ``azure-iot-device``).
 
 Expiries are fixed by replacing ``time`` in those two modules with a frozen clock.
 
-Setup (CPython 3.11): ``pip install azure-iot-hub==2.7.0 six`` (uamqp comes with it).
+Setup (CPython 3.11): ``pip install azure-iot-hub==2.7.0 six azure-iot-device==2.14.0`` (uamqp
+comes with the first).
 Run: ``python crates/iothub-auth/scripts/sas_vectors.py``. It prints nothing on success, and two
 runs write identical bytes.
 """
@@ -25,6 +29,10 @@ import types
 import uamqp
 from azure.iot.hub import constant, iothub_amqp_client, sastoken
 from azure.iot.hub.connection_string import ConnectionString
+from azure.iot.device import constant as device_constant
+from azure.iot.device.common.auth import sastoken as device_sastoken
+from azure.iot.device.common.auth.signing_mechanism import SymmetricKeySigningMechanism
+from azure.iot.device.iothub.abstract_clients import _form_sas_uri
 
 TTL = 3600  # both SDK modules use this default
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testdata", "sas_vectors.json")
@@ -51,6 +59,7 @@ def freeze_time(now):
     frozen = types.SimpleNamespace(time=lambda: now)
     sastoken.time = frozen
     iothub_amqp_client.time = frozen
+    device_sastoken.time = frozen
 
 
 def http_vector(host, key_name, key, expiry):
@@ -160,6 +169,38 @@ def connection_string_vectors():
     return out
 
 
+# Device and module ids with the characters the hub allows beyond letters and digits.
+IDENTITIES = [
+    ("sensor-1", None),
+    ("dev.with:odd=chars@$'()!*%_", None),
+    ("edge-1", "module-a"),
+    ("edge 2", "$edgeHub"),
+]
+
+
+def device_vectors():
+    out = []
+    for n, (device_id, module_id) in enumerate(IDENTITIES):
+        for h, host in enumerate(HOSTS):
+            expiry = BASE_EXPIRY + 104729 * (n * len(HOSTS) + h)
+            freeze_time(expiry - TTL)
+            key = KEYS[(n + h) % len(KEYS)]
+            uri = _form_sas_uri(hostname=host, device_id=device_id, module_id=module_id)
+            token = device_sastoken.RenewableSasToken(uri, SymmetricKeySigningMechanism(key), ttl=TTL)
+            assert token.expiry_time == expiry
+            out.append(
+                {
+                    "host": host,
+                    "device_id": device_id,
+                    "module_id": module_id,
+                    "key": key,
+                    "expiry": expiry,
+                    "token": str(token),
+                }
+            )
+    return out
+
+
 def main():
     document = {
         "generated_by": "crates/iothub-auth/scripts/sas_vectors.py",
@@ -167,6 +208,8 @@ def main():
         "uamqp": uamqp.__version__,
         "sas": sas_vectors(),
         "connection_strings": connection_string_vectors(),
+        "device_package": "azure-iot-device " + device_constant.VERSION,
+        "device_sas": device_vectors(),
     }
     text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     with open(OUTPUT, "w", encoding="utf-8", newline="\n") as f:

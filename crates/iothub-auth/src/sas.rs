@@ -58,6 +58,44 @@ impl SasToken {
         Self::sign(host.as_str().to_owned(), key_name, key, expiry)
     }
 
+    /// A device's (or, with `module_id`, a module's) own token, as the official device SDKs
+    /// make it from the identity's symmetric key (`azure.iot.device`'s `SasToken`): `sr` is
+    /// `{host}/devices/{device_id}[/modules/{module_id}]` encoded like Python's
+    /// `urllib.parse.quote(s, safe="")` (so `/` becomes `%2F`), that encoded value is signed, the
+    /// signature is encoded the same way, and there is no `skn`.
+    ///
+    /// ```
+    /// use iothub_auth::{HostName, SasToken, SharedAccessKey};
+    ///
+    /// let host: HostName = "myhub.azure-devices.net".parse()?;
+    /// let key: SharedAccessKey = "AAECAwQFBgcICQoLDA0ODw==".parse()?;
+    /// let token = SasToken::for_device(&host, "sensor-1", None, &key, 1_700_000_000);
+    /// assert_eq!(token.resource(), "myhub.azure-devices.net%2Fdevices%2Fsensor-1");
+    /// assert_eq!(token.key_name(), None);
+    /// # Ok::<(), iothub_auth::Error>(())
+    /// ```
+    pub fn for_device(
+        host: &HostName,
+        device_id: &str,
+        module_id: Option<&str>,
+        key: &SharedAccessKey,
+        expiry: u64,
+    ) -> Self {
+        let uri = match module_id {
+            Some(module_id) => format!("{host}/devices/{device_id}/modules/{module_id}"),
+            None => format!("{host}/devices/{device_id}"),
+        };
+        let resource = quote_all(&uri);
+        let to_sign = format!("{resource}\n{expiry}");
+        let sig = quote_all(&STANDARD.encode(key.sign(to_sign.as_bytes())));
+        Self {
+            token: Secret::new(format!("{PREFIX}sr={resource}&sig={sig}&se={expiry}")),
+            resource,
+            key_name: None,
+            expiry,
+        }
+    }
+
     fn sign(resource: String, key_name: &str, key: &SharedAccessKey, expiry: u64) -> Self {
         let to_sign = format!("{resource}\n{expiry}");
         let sig = quote(&STANDARD.encode(key.sign(to_sign.as_bytes())));
@@ -172,6 +210,11 @@ pub(crate) fn unix_to_system_time(secs: u64) -> SystemTime {
 /// `A-Za-z0-9_.-~/` become `%XX` (upper-case hex).
 pub(crate) fn quote(s: &str) -> String {
     encode(s, |b| b == b'/', false)
+}
+
+/// Python's `urllib.parse.quote(s, safe="")`: like `quote`, but `/` is encoded too.
+fn quote_all(s: &str) -> String {
+    encode(s, |_| false, false)
 }
 
 /// Python's `urllib.parse.quote_plus(s)`: like `quote` with `safe=''` (so `/` is encoded too),

@@ -16,6 +16,18 @@ struct Document {
     package: String,
     sas: Vec<SasVector>,
     connection_strings: Vec<ConnectionStringVector>,
+    device_package: String,
+    device_sas: Vec<DeviceSasVector>,
+}
+
+#[derive(Deserialize)]
+struct DeviceSasVector {
+    host: String,
+    device_id: String,
+    module_id: Option<String>,
+    key: String,
+    expiry: u64,
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +125,30 @@ fn tokens_are_byte_identical_to_python() {
             v.host,
             v.expiry
         );
+    }
+}
+
+#[test]
+fn device_and_module_tokens_are_byte_identical_to_the_device_sdk() {
+    let doc = document();
+    assert_eq!(doc.device_package, "azure-iot-device 2.14.0");
+    assert!(doc.device_sas.iter().any(|v| v.module_id.is_some()));
+    assert!(doc.device_sas.iter().any(|v| v.host.contains(':')));
+    for v in &doc.device_sas {
+        let host: HostName = v.host.parse().unwrap();
+        let key: SharedAccessKey = v.key.parse().unwrap();
+        let token =
+            SasToken::for_device(&host, &v.device_id, v.module_id.as_deref(), &key, v.expiry);
+        assert_eq!(
+            token.as_secret().expose_secret(),
+            v.token,
+            "{} {} {:?}",
+            v.host,
+            v.device_id,
+            v.module_id
+        );
+        assert_eq!(token.key_name(), None);
+        assert_eq!(token.expiry_unix(), v.expiry);
     }
 }
 
