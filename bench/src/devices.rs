@@ -18,16 +18,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::BytesMut;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
-use hmac::{Hmac, Mac as _};
+use iothub_auth::{HostName, SasToken, SharedAccessKey};
 use iothub_registry::models::{ExportImportDevice, ImportMode};
 use iothub_registry::{RegistryManager, SasKeys};
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Publish};
 use rumqttc::mqttbytes::{Error as PacketError, QoS};
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -145,7 +142,7 @@ pub(crate) async fn connected_devices(
     let rss_before_kib = rss("VmRSS")?;
 
     let target = Target::new(emulator)?;
-    let key = STANDARD.decode(KEY).map_err(|e| e.to_string())?;
+    let key: SharedAccessKey = KEY.parse().map_err(|e: iothub_auth::Error| e.to_string())?;
     let started = Instant::now();
     let retried = std::sync::atomic::AtomicU64::new(0);
     let mut conns: Vec<Conn> = stream::iter(ids.iter())
@@ -228,7 +225,7 @@ struct Target {
     addr: SocketAddr,
     server: ServerName<'static>,
     /// The host as the hub names itself (with the port unless 443): user names and tokens.
-    host: String,
+    host: HostName,
     expiry: u64,
 }
 
@@ -262,13 +259,16 @@ impl Target {
             tls: TlsConnector::from(Arc::new(config)),
             addr: emulator.mqtt_addr,
             server,
-            host: emulator.host.clone(),
+            host: emulator
+                .host
+                .parse()
+                .map_err(|e: iothub_auth::Error| e.to_string())?,
             expiry,
         })
     }
 
     /// Opens one device's connection and waits for its CONNACK.
-    async fn connect(&self, id: &String, key: &[u8]) -> Result<Conn, String> {
+    async fn connect(&self, id: &String, key: &SharedAccessKey) -> Result<Conn, String> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("{id}: connect: {e}"))?;
@@ -282,7 +282,10 @@ impl Target {
         connect.keep_alive = KEEP_ALIVE_SECS;
         connect.set_login(
             format!("{}/{id}/?api-version={API_VERSION}", self.host),
-            sas_token(&self.host, id, key, self.expiry),
+            SasToken::for_device(&self.host, id, None, key, self.expiry)
+                .as_secret()
+                .expose_secret()
+                .to_owned(),
         );
         let mut out = BytesMut::new();
         connect.write(&mut out).map_err(|e| e.to_string())?;
@@ -333,16 +336,4 @@ async fn read_packet(conn: &mut Conn, buf: &mut BytesMut) -> Result<Packet, Stri
             return Err("the hub closed the connection".into());
         }
     }
-}
-
-/// A device's SAS token: `sr` is `{host}/devices/{id}` URL-encoded, signed with its key.
-fn sas_token(host: &str, id: &str, key: &[u8], expiry: u64) -> String {
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let resource = encode(&format!("{host}/devices/{id}"));
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("{resource}\n{expiry}").as_bytes());
-    let sig = encode(&STANDARD.encode(mac.finalize().into_bytes()));
-    format!("SharedAccessSignature sr={resource}&sig={sig}&se={expiry}")
 }

@@ -559,26 +559,16 @@ fn device_tls(emu: &Emulator) -> Result<rustls::ClientConfig, BoxError> {
         .with_no_client_auth())
 }
 
-/// A device's SAS token, as the device SDKs make it: `sr` is `{host}/devices/{id}`
-/// URL-encoded, signed with the device's key, no key name.
+/// A device's SAS token, as the device SDKs make it (`sr` the URL-encoded
+/// `{host}/devices/{id}`, signed with the device's key, no key name).
 fn device_sas_token(
     host: &str,
     device_id: &str,
     key: &str,
     expiry: u64,
 ) -> Result<String, BoxError> {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use hmac::Mac as _;
-
-    let encode = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let resource = encode(&format!("{host}/devices/{device_id}"));
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&STANDARD.decode(key)?)?;
-    mac.update(format!("{resource}\n{expiry}").as_bytes());
-    let sig = encode(&STANDARD.encode(mac.finalize().into_bytes()));
-    Ok(format!(
-        "SharedAccessSignature sr={resource}&sig={sig}&se={expiry}"
-    ))
+    let host: iothub_auth::HostName = host.parse()?;
+    let key: iothub_auth::SharedAccessKey = key.parse()?;
+    let token = iothub_auth::SasToken::for_device(&host, device_id, None, &key, expiry);
+    Ok(token.as_secret().expose_secret().to_owned())
 }
