@@ -54,6 +54,7 @@ mod jobs;
 mod mqtt;
 mod query;
 mod rest;
+pub mod serve;
 mod startup;
 mod state;
 mod tls;
