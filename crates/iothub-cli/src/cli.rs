@@ -158,7 +158,9 @@ pub(crate) enum Command {
     Profile(ProfileCommand),
     /// Runs the local IoT Hub emulator in the foreground (Ctrl-C stops it).
     #[cfg(feature = "emulator")]
-    Emulator(Box<crate::commands::emulator::EmulatorArgs>),
+    // `-c` is the global --connection-string here; the emulator's file is --config alone.
+    #[command(mut_arg("config", |arg| arg.short(None)))]
+    Emulator(Box<iothub_emulator::serve::ServeArgs>),
     /// Prints a shell completion script.
     Completions {
         /// The shell.
