@@ -7,6 +7,7 @@ pub mod c2d;
 mod configuration_builder;
 mod configurations;
 mod devices;
+mod digital_twins;
 mod error;
 mod etag;
 pub mod feedback;
@@ -15,6 +16,7 @@ mod ids;
 pub mod import_export_file;
 mod job_requests;
 mod jobs;
+mod json_patch;
 mod manager;
 mod methods;
 mod modules;
@@ -33,6 +35,10 @@ pub use bulk::{Bulk, BulkProgress, BulkReport, FailedChunk, MAX_BULK_DEVICES};
 pub use configuration_builder::{ConfigurationBuilder, EDGE_AGENT, EDGE_HUB};
 pub use configurations::ConfigurationManager;
 pub use devices::MAX_DEVICES_PER_LIST;
+pub use digital_twins::{
+    COMMAND_TIMEOUT_RANGE_SECS, DigitalTwin, DigitalTwinClient, DigitalTwinCommandResult,
+    DigitalTwinUpdate,
+};
 pub use error::{Error, Result, ServiceError};
 pub use etag::{ETag, IfMatch};
 pub use feedback::HttpRuntimeManager;
@@ -42,6 +48,7 @@ pub use job_requests::{
     METHOD_RESPONSE_TIMEOUT_SECS, ScheduledJob,
 };
 pub use jobs::{JobManager, JobQuery, JobQueryPage, JobSnapshot, JobWait, is_terminal};
+pub use json_patch::{JsonPatch, PatchOperation};
 // Declared where the HTTP client is built; `RegistryManagerBuilder::connect_timeout` defaults
 // to it.
 pub use iothub_rest_gen::DEFAULT_CONNECT_TIMEOUT;

@@ -14,7 +14,7 @@ use crate::manager::{Call, RegistryManager};
 use crate::retry::OperationKind;
 
 /// The service's default response timeout when a method call does not set one.
-const DEFAULT_RESPONSE_TIMEOUT_SECS: i32 = 30;
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT_SECS: i32 = 30;
 /// Allowed range of `responseTimeoutInSeconds` and `connectTimeoutInSeconds`.
 const RESPONSE_TIMEOUT_RANGE: std::ops::RangeInclusive<i32> = 5..=300;
 const CONNECT_TIMEOUT_RANGE: std::ops::RangeInclusive<i32> = 0..=300;
@@ -171,9 +171,15 @@ fn prepare_method(mut method: CloudToDeviceMethod) -> Result<(CloudToDeviceMetho
     if method.payload.is_none() {
         method.payload = Some(serde_json::Value::String(String::new()));
     }
-    // Both ranges are non-negative, so the casts are exact.
-    let timeout = Duration::from_secs((response + connect) as u64) + METHOD_TIMEOUT_MARGIN;
-    Ok((method, timeout))
+    Ok((method, http_timeout(response, connect)))
+}
+
+/// The HTTP timeout of a call that waits for a device (a direct method, a digital twin
+/// command): its response and connect timeouts, in seconds and checked non-negative, plus the
+/// margin for the round trip.
+pub(crate) fn http_timeout(response_secs: i32, connect_secs: i32) -> Duration {
+    let secs = |s: i32| u64::try_from(s).unwrap_or(0);
+    Duration::from_secs(secs(response_secs) + secs(connect_secs)) + METHOD_TIMEOUT_MARGIN
 }
 
 #[cfg(test)]

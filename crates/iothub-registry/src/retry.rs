@@ -35,14 +35,14 @@ pub enum RetryClass {
 ///
 /// | operation | kind |
 /// |---|---|
-/// | `get_device`, `get_devices`, `get_module`, `get_modules`, `get_twin`, `get_module_twin`, `get_device_registry_statistics`, `get_service_statistics`; `get_configuration`, `get_configurations`, `test_configuration_queries` (a `POST` that changes nothing); `get_import_export_job`, `get_import_export_jobs`, `get_scheduled_job` | [`Read`](Self::Read) |
+/// | `get_device`, `get_devices`, `get_module`, `get_modules`, `get_twin`, `get_module_twin`, `get_device_registry_statistics`, `get_service_statistics`; `get_configuration`, `get_configurations`, `test_configuration_queries` (a `POST` that changes nothing); `get_import_export_job`, `get_import_export_jobs`, `get_scheduled_job`; `get_digital_twin` | [`Read`](Self::Read) |
 /// | `query_iot_hub` (and every page of [`query`](crate::RegistryManager::query)); `query_scheduled_jobs` (and every page of [`query_jobs`](crate::JobManager::query_jobs)) | [`Query`](Self::Query) |
 /// | `delete_device`, `delete_module`, `delete_configuration` (with or without an etag); `complete_feedback_notification` (the lock token is spent by the first completion); `cancel_import_export_job`, `cancel_scheduled_job` (cancelling a cancelled job changes nothing) | [`Delete`](Self::Delete) |
-/// | `update_*` and `replace_*`, `update_twin`, `update_module_twin`, `update_configuration` with an etag; `abandon_feedback_notification` (conditional on its lock token) | [`ConditionalWrite`](Self::ConditionalWrite) |
+/// | `update_*` and `replace_*`, `update_twin`, `update_module_twin`, `update_configuration`, `update_digital_twin` with an etag; `abandon_feedback_notification` (conditional on its lock token) | [`ConditionalWrite`](Self::ConditionalWrite) |
 /// | the same with [`IfMatch::Any`](crate::IfMatch::Any); `purge_c2d_queue`; `send_c2d_message`; `apply_configuration_on_edge_device`; `create_import_export_job` (the hub chooses the job id: a repeat starts a second job) | [`UnconditionalWrite`](Self::UnconditionalWrite) |
 /// | `create_device_with_*`, `create_module_with_*`, `create_configuration`; `create_scheduled_job` (the caller chooses the job id: a repeat answers 409) | [`Create`](Self::Create) |
 /// | `receive_feedback_notification` | [`Receive`](Self::Receive) |
-/// | `invoke_device_method`, `invoke_device_module_method` | [`DirectMethod`](Self::DirectMethod) |
+/// | `invoke_device_method`, `invoke_device_module_method`; `invoke_command`, `invoke_component_command` (a digital twin's command is a direct method) | [`DirectMethod`](Self::DirectMethod) |
 /// | `bulk_create_or_update_devices` (and every call of [`bulk`](crate::RegistryManager::bulk)) | the least repeatable kind among its entries: [`UnconditionalWrite`](Self::UnconditionalWrite) if one is a forced update (or has no mode), else [`Create`](Self::Create) if one creates, else [`ConditionalWrite`](Self::ConditionalWrite) if one is conditional on an etag, else [`Delete`](Self::Delete) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
