@@ -78,7 +78,10 @@ impl Shared {
     ) -> Result<(), ServiceError> {
         let mut tx = self.store.begin();
         tx.set_connected(id, mid, connected)?;
-        tx.commit()?;
+        // Not written to the data directory: a restarted hub has nothing connected (the
+        // store resets the state on load), so an fsync per connect and disconnect would
+        // only serialise a crowd of connecting devices on the disk.
+        tx.commit_volatile()?;
         if connected {
             // Wake method calls waiting for their connect timeout.
             self.methods.connected.notify_waiters();

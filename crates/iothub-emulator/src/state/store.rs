@@ -382,7 +382,20 @@ impl Tx<'_> {
 
     /// Makes the staged changes durable (syncing the disk off the async workers), then
     /// visible. Nothing changes on failure.
-    pub(crate) fn commit(mut self) -> Result<(), ServiceError> {
+    pub(crate) fn commit(self) -> Result<(), ServiceError> {
+        self.commit_with(true)
+    }
+
+    /// Makes the staged changes visible without writing them to the durable store: for
+    /// what a restart forgets anyway (a device's connection state, which `Store::open`
+    /// resets, as the service's own is not durable across its restarts). The entry reaches
+    /// the disk with the device's next durable change. Cannot fail for lack of the disk,
+    /// and costs no fsync: a crowd of devices connecting is not serialised on the disk.
+    pub(crate) fn commit_volatile(self) -> Result<(), ServiceError> {
+        self.commit_with(false)
+    }
+
+    fn commit_with(mut self, durable: bool) -> Result<(), ServiceError> {
         self.retarget();
         let Self {
             _writer,
@@ -395,7 +408,7 @@ impl Tx<'_> {
         if staged.is_empty() && staged_configs.is_empty() {
             return Ok(());
         }
-        if let Some(persist) = &store.persist {
+        if let Some(persist) = store.persist.as_ref().filter(|_| durable) {
             off_worker(|| persist.write(&staged, &staged_configs)).map_err(|e| {
                 tracing::error!(error = %e, "durable write failed");
                 ServiceError::server_error("The write could not be stored")

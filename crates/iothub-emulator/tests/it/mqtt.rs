@@ -1273,3 +1273,56 @@ async fn clean_session_0_carries_the_subscriptions_of_the_connection_it_replaces
     let r = invoke(&hub, "/twins/d1/methods", json!({"methodName": "m"})).await;
     assert_eq!(r.status, 404, "{}", r.raw);
 }
+
+/// Many distinct devices opening their connections at the same moment (the benchmark's
+/// `--mqtt-devices` scenario, which saw some closed before their CONNACK): every one is
+/// accepted. On a multi-threaded runtime, where the store's writers and the connections
+/// really run in parallel, and with a data directory (a connect is not an fsync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_devices_connecting_at_once_are_all_accepted() {
+    const N: usize = 128;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::with(Emulator::builder().data_dir(dir.path())).await;
+    let mut keys = Vec::new();
+    for i in 0..N {
+        let id = format!("crowd-{i}");
+        keys.push((id.clone(), create(&hub, &id).await));
+    }
+    let emu = Arc::new(hub);
+    let mut opening = tokio::task::JoinSet::new();
+    for (id, key) in keys {
+        let hub = emu.clone();
+        opening.spawn(async move {
+            let token = device_token(&hub.emu, &format!("devices/{id}"), &key, now() + 3600);
+            let mut d = Device {
+                io: tls(&hub.emu).await,
+                buf: BytesMut::new(),
+            };
+            d.send(connect_packet(&hub.emu, &id, &token, true)).await;
+            match d.next_within(Duration::from_secs(30)).await {
+                Ok(Some(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => Ok(d),
+                Ok(Some(other)) => Err(format!("{id}: answered {other:?}")),
+                Ok(None) => Err(format!("{id}: closed before its CONNACK")),
+                Err(()) => Err(format!("{id}: no CONNACK in 30 s")),
+            }
+        });
+    }
+    let started = std::time::Instant::now();
+    let mut open = Vec::new();
+    let mut failed = Vec::new();
+    while let Some(done) = opening.join_next().await {
+        match done.unwrap() {
+            Ok(d) => open.push(d),
+            Err(e) => failed.push(e),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {N} failed: {failed:?}",
+        failed.len()
+    );
+    eprintln!("{N} devices connected in {:?}", started.elapsed());
+    assert_eq!(emu.emu.mqtt_open_connections(), N);
+    let stats = emu.call(Method::GET, "/statistics/service", None).await;
+    assert_eq!(stats.body["connectedDeviceCount"], N, "{}", stats.raw);
+}
