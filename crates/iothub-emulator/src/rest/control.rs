@@ -251,7 +251,14 @@ fn run(shared: &Shared, req: &Req) -> Result<Answer, ServiceError> {
         }
         (Method::POST, ["devices", id, action @ ("connect" | "disconnect")]) => {
             check_device_id(id)?;
-            shared.set_connected(id, None, *action == "connect")?;
+            let connect = *action == "connect";
+            // Optional: an empty (or `null`) body connects without announcing a model.
+            let options: Option<ConnectOptions> = body(req)?;
+            let model_id = options.and_then(|o| o.model_id).filter(|m| !m.is_empty());
+            shared.set_connected(id, None, connect)?;
+            if let (true, Some(model_id)) = (connect, model_id) {
+                shared.set_model_id(id, None, &model_id);
+            }
             Ok(Answer::empty(204))
         }
         (
@@ -385,6 +392,15 @@ fn set_method(
         .set_checked(id, mid, name, response)
         .map_err(|e| ServiceError::argument_invalid(format!("Method handler refused: {e}")))?;
     Ok(Answer::empty(204))
+}
+
+/// What a puppet device may announce when it connects: the Plug and Play model id a real
+/// device gives in its MQTT username (`model-id`), shown as its twin's `modelId`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConnectOptions {
+    #[serde(default)]
+    model_id: Option<String>,
 }
 
 /// A device's finished upload, as the control API takes it.

@@ -15,7 +15,8 @@
 //!   `/twins/{id}/methods`), `statistics.rs` (`/statistics`), `configurations.rs`
 //!   (`/configurations`, and `/devices/{id}/applyConfigurationContent`), `jobs.rs` (`/jobs`:
 //!   import/export and scheduled jobs) and `feedback.rs` (`/messages/serviceBound/feedback`,
-//!   delivery feedback over HTTP).
+//!   delivery feedback over HTTP), and `digital_twins.rs` (`/digitaltwins`: Plug and Play
+//!   digital twins and their commands).
 //! - `control.rs`: the emulator's own API under `/_emulator/`.
 //! - `errors.rs`: the service's error answers; `log.rs`: the request log.
 
@@ -25,6 +26,7 @@ mod configurations;
 pub(crate) mod connections;
 pub(crate) mod control;
 pub(crate) mod devices;
+mod digital_twins;
 pub(crate) mod errors;
 mod feedback;
 mod jobs;

@@ -9,7 +9,8 @@ use super::answer::Answer;
 use super::errors::ServiceError;
 use super::request::Req;
 use super::{
-    commands, configurations, devices, feedback, jobs, methods, modules, query, statistics, twins,
+    commands, configurations, devices, digital_twins, feedback, jobs, methods, modules, query,
+    statistics, twins,
 };
 use crate::auth::Permission;
 use crate::entra::Action;
@@ -65,6 +66,10 @@ pub(crate) enum Route {
     GetScheduledJob(String),
     CancelScheduledJob(String),
     QueryScheduledJobs,
+    GetDigitalTwin(String),
+    UpdateDigitalTwin(String),
+    /// A command: device, component (none at the root), command name.
+    InvokeCommand(String, Option<String>, String),
 }
 
 impl Route {
@@ -149,6 +154,16 @@ impl Route {
             ("PUT", ["configurations", _]) => Self::PutConfiguration(cid(1)?),
             ("DELETE", ["configurations", _]) => Self::DeleteConfiguration(cid(1)?),
             ("POST", ["devices", _, "applyConfigurationContent"]) => Self::ApplyContent(id(1)?),
+            ("GET", ["digitaltwins", _]) => Self::GetDigitalTwin(id(1)?),
+            ("PATCH", ["digitaltwins", _]) => Self::UpdateDigitalTwin(id(1)?),
+            ("POST", ["digitaltwins", _, "commands", name]) if !name.is_empty() => {
+                Self::InvokeCommand(id(1)?, None, (*name).to_owned())
+            }
+            ("POST", ["digitaltwins", _, "components", component, "commands", name])
+                if !name.is_empty() && !component.is_empty() =>
+            {
+                Self::InvokeCommand(id(1)?, Some((*component).to_owned()), (*name).to_owned())
+            }
             (
                 _,
                 ["devices"]
@@ -165,6 +180,9 @@ impl Route {
                 | ["configurations"]
                 | ["configurations", _]
                 | ["devices", _, "applyConfigurationContent"]
+                | ["digitaltwins", _]
+                | ["digitaltwins", _, "commands", _]
+                | ["digitaltwins", _, "components", _, "commands", _]
                 | ["jobs"]
                 | ["jobs", _]
                 | ["jobs", "v2", _]
@@ -209,12 +227,15 @@ impl Route {
             | Self::CancelImportExportJob(_) => &[RegistryWrite],
             Self::Query
             | Self::GetTwin(..)
+            | Self::GetDigitalTwin(_)
             | Self::GetScheduledJob(_)
             | Self::QueryScheduledJobs => &[RegistryRead, ServiceConnect],
-            Self::UpdateTwin(..) | Self::CreateScheduledJob(_) | Self::CancelScheduledJob(_) => {
-                &[RegistryWrite, ServiceConnect]
-            }
+            Self::UpdateTwin(..)
+            | Self::UpdateDigitalTwin(_)
+            | Self::CreateScheduledJob(_)
+            | Self::CancelScheduledJob(_) => &[RegistryWrite, ServiceConnect],
             Self::Invoke(..)
+            | Self::InvokeCommand(..)
             | Self::Purge(_)
             | Self::ServiceStats
             | Self::ReceiveFeedback
@@ -236,9 +257,11 @@ impl Route {
             Self::PutDevice(_) | Self::PutModule(..) => &[DevicesWrite],
             Self::DeleteDevice(_) | Self::DeleteModule(..) => &[DevicesDelete],
             Self::Bulk => &[DevicesWrite, DevicesDelete],
-            Self::Query | Self::GetTwin(..) => &[TwinsRead],
-            Self::UpdateTwin(..) => &[TwinsWrite],
-            Self::Invoke(..) => &[MethodsInvoke],
+            // The data-action list has no digital-twin actions: a digital twin is its device
+            // twin, and a command a direct method.
+            Self::Query | Self::GetTwin(..) | Self::GetDigitalTwin(_) => &[TwinsRead],
+            Self::UpdateTwin(..) | Self::UpdateDigitalTwin(_) => &[TwinsWrite],
+            Self::Invoke(..) | Self::InvokeCommand(..) => &[MethodsInvoke],
             Self::Purge(_) => &[C2dPurge],
             Self::DeviceStats | Self::ServiceStats => &[StatisticsRead],
             Self::ListConfigurations | Self::GetConfiguration(_) => &[ConfigurationsRead],
@@ -273,9 +296,9 @@ impl Route {
             | Self::PutModule(..)
             | Self::DeleteModule(..) => OpClass::Registry,
             Self::Query => OpClass::Query,
-            Self::GetTwin(..) => OpClass::TwinRead,
-            Self::UpdateTwin(..) => OpClass::TwinUpdate,
-            Self::Invoke(..) => OpClass::Method,
+            Self::GetTwin(..) | Self::GetDigitalTwin(_) => OpClass::TwinRead,
+            Self::UpdateTwin(..) | Self::UpdateDigitalTwin(_) => OpClass::TwinUpdate,
+            Self::Invoke(..) | Self::InvokeCommand(..) => OpClass::Method,
             Self::ListConfigurations
             | Self::GetConfiguration(_)
             | Self::PutConfiguration(_)
@@ -306,10 +329,7 @@ impl Route {
 /// the feature.
 fn not_emulated(s: &[&str]) -> Option<ServiceError> {
     let is = |i: usize, word: &str| s.get(i).is_some_and(|w| w.eq_ignore_ascii_case(word));
-    let message = if is(0, "digitaltwins") {
-        "Digital twins (IoT Plug and Play) are not emulated by iothub-emulator; device twins \
-         are, at /twins/{id}"
-    } else if is(0, "devices")
+    let message = if is(0, "devices")
         && s.len() >= 3
         && (is(2, "messages")
             || is(2, "files")
@@ -363,6 +383,11 @@ pub(crate) async fn handle(
         Route::GetScheduledJob(id) => jobs::get_scheduled(shared, &id),
         Route::CancelScheduledJob(id) => jobs::cancel_scheduled(shared, &id),
         Route::QueryScheduledJobs => jobs::query_scheduled(shared, req),
+        Route::GetDigitalTwin(id) => digital_twins::get(shared, &id),
+        Route::UpdateDigitalTwin(id) => digital_twins::update(shared, &id, req),
+        Route::InvokeCommand(id, component, name) => {
+            digital_twins::invoke(shared, &id, component.as_deref(), &name, req).await
+        }
     }
 }
 
@@ -392,6 +417,30 @@ mod tests {
         assert_eq!(r.data_actions(), &[Action::TwinsWrite]);
         let r = Route::parse(&Method::DELETE, &segs("devices/d/commands")).unwrap();
         assert_eq!(r.data_actions(), &[Action::C2dPurge]);
+        let r = Route::parse(&Method::GET, &segs("digitaltwins/d")).unwrap();
+        assert_eq!(r, Route::GetDigitalTwin("d".into()));
+        assert_eq!(r.data_actions(), &[Action::TwinsRead]);
+        assert_eq!(r.class(), OpClass::TwinRead);
+        let r = Route::parse(&Method::PATCH, &segs("digitaltwins/d")).unwrap();
+        assert_eq!(
+            r.permissions(),
+            &[Permission::RegistryWrite, Permission::ServiceConnect]
+        );
+        assert_eq!(r.data_actions(), &[Action::TwinsWrite]);
+        let r = Route::parse(
+            &Method::POST,
+            &segs("digitaltwins/d/components/c/commands/x"),
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Route::InvokeCommand("d".into(), Some("c".into()), "x".into())
+        );
+        assert_eq!(r.permissions(), &[Permission::ServiceConnect]);
+        assert_eq!(r.data_actions(), &[Action::MethodsInvoke]);
+        assert_eq!(r.class(), OpClass::Method);
+        let e = Route::parse(&Method::PUT, &segs("digitaltwins/d")).unwrap_err();
+        assert_eq!(e.status, 405);
         // A device may be called "query": only POST is the query operation.
         assert_eq!(
             Route::parse(&Method::GET, &segs("devices/query")).unwrap(),
@@ -408,7 +457,6 @@ mod tests {
         let e = Route::parse(&Method::GET, &segs("devices/a b")).unwrap_err();
         assert_eq!(e.status, 400);
         for (method, path) in [
-            (Method::GET, "digitaltwins/d"),
             (Method::POST, "devices/d/messages/events"),
             (Method::POST, "devices/d/modules/m/messages/events"),
             (Method::POST, "devices/d/files"),

@@ -6,6 +6,8 @@
 //!   (status, authentication mechanism, keys and thumbprints).
 //! - `twin.rs`: twin state, merge-patch and replace, and limits; `render.rs`: the twin
 //!   document as the service shows it.
+//! - `digital_twin.rs`: the digital twin (Plug and Play) derived from a device twin, and JSON
+//!   Patch applied to desired properties.
 //! - `etag.rs`: `If-Match` and the etag formats.
 //! - `configurations.rs`: configurations (automatic device management, IoT Edge
 //!   deployments): their rules and limits, targeting, which one wins a twin, and metrics;
@@ -19,6 +21,7 @@
 pub(crate) mod blocking;
 pub(crate) mod c2d;
 pub(crate) mod configurations;
+pub(crate) mod digital_twin;
 pub(crate) mod etag;
 pub(crate) mod identity;
 pub(crate) mod methods;

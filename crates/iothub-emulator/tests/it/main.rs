@@ -9,6 +9,7 @@ mod configurations;
 mod connections;
 mod control_access;
 mod data_dir;
+mod digital_twins;
 mod durability;
 mod entra;
 mod faults;
