@@ -27,7 +27,7 @@ use iothub_registry::models::{
     ExportImportDevice, ImportMode, JobStatus, JobType, StorageAuthenticationType, Twin,
 };
 use iothub_registry::{
-    ConfigurationBuilder, DeviceMethod, DeviceOptions, ETag, IfMatch, ImportExportJob,
+    ConfigurationBuilder, DeviceMethod, DeviceOptions, ETag, IfMatch, ImportExportJob, JsonPatch,
     RegistryManager, SasKeys, ScheduledJob, TwinPatch, X509Thumbprints,
 };
 use iothub_test_support::credentials::{SERVICE_KEY as KEY, credential};
@@ -130,6 +130,32 @@ fn bulk_entries() -> Vec<ExportImportDevice> {
             ..Default::default()
         },
     ]
+}
+
+/// The answer headers of a digital twin update.
+const DIGITAL_TWIN_UPDATED: &[(&str, &str)] = &[
+    ("etag", "\"AAAAAAAAAAM=\""),
+    ("location", "https://hub.azure-devices.net/digitaltwins/d"),
+];
+
+fn digital_twin_body() -> Value {
+    json!({
+        "$dtId": DEVICE,
+        "$metadata": { "$model": "dtmi:com:example:TemperatureController;1",
+                       "serialNumber": { "lastUpdateTime": "2026-01-01T00:00:00Z" } },
+        "serialNumber": "SN-1",
+        "thermostat1": { "__t": "c", "$metadata": { "targetTemperature": {
+            "desiredValue": 21.5, "desiredVersion": 2, "ackVersion": 2, "ackCode": 200,
+            "ackDescription": "ok", "lastUpdateTime": "2026-01-01T00:00:00Z" } } },
+    })
+}
+
+fn updated(update: iothub_registry::DigitalTwinUpdate) -> Value {
+    json!({ "etag": update.etag.map(ETag::into_string), "location": update.location })
+}
+
+fn command(result: iothub_registry::DigitalTwinCommandResult) -> Value {
+    json!({ "status": result.status, "request_id": result.request_id, "payload": result.payload })
 }
 
 fn reboot(payload: Option<Value>) -> CloudToDeviceMethod {
@@ -926,6 +952,102 @@ fn cases() -> Vec<Case> {
                     .map(|page| json!({ "jobs": page.jobs, "continuation_token": page.continuation_token }))
             }),
         ),
+        Case {
+            response_headers: &[("etag", "\"AAAAAAAAAAI=\"")],
+            ..case(
+                "get_digital_twin",
+                "GET",
+                format!("/digitaltwins/{d}"),
+                200,
+                Some(digital_twin_body()),
+                call!(|r| async {
+                    r.digital_twins().get_digital_twin(DEVICE).await.map(|t| {
+                        json!({ "twin": t.twin, "etag": t.etag.as_ref().map(ETag::as_str),
+                                "model_id": t.model_id() })
+                    })
+                }),
+            )
+        },
+        Case {
+            response_headers: DIGITAL_TWIN_UPDATED,
+            ..case(
+                "update_digital_twin",
+                "PATCH",
+                format!("/digitaltwins/{d}"),
+                202,
+                None,
+                call!(|r| async {
+                    let patch = JsonPatch::new()
+                        .add("/targetTemperature", 21.5)
+                        .replace("/thermostat1/targetTemperature", json!({ "v": [1, null] }))
+                        .remove(JsonPatch::pointer(["thermostat1", "a/b~c"]));
+                    let if_match = IfMatch::ETag(ETag::new("AAAAAAAAAAI=").unwrap());
+                    r.digital_twins()
+                        .update_digital_twin(DEVICE, patch, if_match)
+                        .await
+                        .map(updated)
+                }),
+            )
+        },
+        Case {
+            response_headers: DIGITAL_TWIN_UPDATED,
+            ..case(
+                "update_digital_twin (forced)",
+                "PATCH",
+                format!("/digitaltwins/{d}"),
+                202,
+                None,
+                call!(|r| async {
+                    let patch = JsonPatch::new().add("/targetTemperature", 21.5);
+                    r.digital_twins()
+                        .update_digital_twin(DEVICE, patch, IfMatch::Any)
+                        .await
+                        .map(updated)
+                }),
+            )
+        },
+        Case {
+            response_headers: &[
+                ("x-ms-command-statuscode", "201"),
+                ("x-ms-request-id", "17"),
+            ],
+            ..case(
+                "invoke_command",
+                "POST",
+                format!("/digitaltwins/{d}/commands/reboot"),
+                200,
+                Some(json!({ "rebooting": true })),
+                call!(|r| async {
+                    r.digital_twins()
+                        .invoke_command(DEVICE, "reboot", json!({ "delay": 5 }), Some(10), Some(60))
+                        .await
+                        .map(command)
+                }),
+            )
+        },
+        Case {
+            response_headers: &[("x-ms-command-statuscode", "200")],
+            ..case(
+                "invoke_component_command (service timeouts)",
+                "POST",
+                format!("/digitaltwins/{d}/components/thermostat%2A1/commands/get%20report"),
+                200,
+                Some(json!("2026-01-01T00:00:00Z")),
+                call!(|r| async {
+                    r.digital_twins()
+                        .invoke_component_command(
+                            DEVICE,
+                            "thermostat*1",
+                            "get report",
+                            json!(null),
+                            None,
+                            None,
+                        )
+                        .await
+                        .map(command)
+                }),
+            )
+        },
     ]
 }
 
@@ -1126,6 +1248,12 @@ async fn every_operation_has_a_kind_and_is_repeated_only_as_the_rule_says() {
         ("cancel_scheduled_job", Delete),
         ("query_scheduled_jobs", Query),
         ("query_scheduled_jobs (first page, no options)", Query),
+        ("get_digital_twin", Read),
+        ("update_digital_twin", ConditionalWrite),
+        ("update_digital_twin (forced)", UnconditionalWrite),
+        // A digital twin's command is a direct method on the device.
+        ("invoke_command", DirectMethod),
+        ("invoke_component_command (service timeouts)", DirectMethod),
     ];
     let cases = cases();
     let named: std::collections::BTreeSet<_> = cases.iter().map(|c| c.name).collect();
@@ -1180,4 +1308,165 @@ async fn every_operation_has_a_kind_and_is_repeated_only_as_the_rule_says() {
             }
         }
     }
+}
+
+/// Every digital twin method checks its arguments before sending anything: the mock hub
+/// expects no request at all.
+#[tokio::test]
+async fn digital_twin_arguments_are_checked_before_sending() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let twins = manager(&server).digital_twins();
+    let patch = || JsonPatch::new().add("/a", 1);
+    let argument = |outcome: iothub_registry::Result<()>| match outcome {
+        Err(iothub_registry::Error::InvalidArgument { argument, .. }) => argument,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    let ok = |_| ();
+    assert_eq!(
+        argument(twins.get_digital_twin("").await.map(|_| ())),
+        "digital_twin_id"
+    );
+    assert_eq!(
+        argument(twins.get_digital_twin("a/b").await.map(|_| ())),
+        "digital_twin_id"
+    );
+    for bad in [
+        JsonPatch::new(),
+        JsonPatch::new().add("a", 1),
+        patch().remove(""),
+    ] {
+        assert_eq!(
+            argument(
+                twins
+                    .update_digital_twin("d", bad, IfMatch::Any)
+                    .await
+                    .map(ok)
+            ),
+            "patch"
+        );
+    }
+    assert_eq!(
+        argument(
+            twins
+                .update_digital_twin("", patch(), IfMatch::Any)
+                .await
+                .map(ok)
+        ),
+        "digital_twin_id"
+    );
+    let command = |id: &'static str, name: &'static str, connect, response| {
+        let twins = twins.clone();
+        async move {
+            twins
+                .invoke_command(id, name, Value::Null, connect, response)
+                .await
+                .map(|_| ())
+        }
+    };
+    assert_eq!(
+        argument(command("", "c", None, None).await),
+        "digital_twin_id"
+    );
+    assert_eq!(argument(command("d", "", None, None).await), "command_name");
+    assert_eq!(
+        argument(command("d", "c", Some(4), None).await),
+        "connect_timeout_in_seconds"
+    );
+    assert_eq!(
+        argument(command("d", "c", None, Some(301)).await),
+        "response_timeout_in_seconds"
+    );
+    let component = |component: &'static str, name: &'static str| {
+        let twins = twins.clone();
+        async move {
+            twins
+                .invoke_component_command("d", component, name, Value::Null, Some(5), Some(300))
+                .await
+                .map(|_| ())
+        }
+    };
+    assert_eq!(argument(component("", "c").await), "component_name");
+    assert_eq!(argument(component("t", "").await), "command_name");
+    server.verify().await;
+}
+
+/// The hub's refusals come back typed; an answer without the device's status is a protocol
+/// error, not a made-up status.
+#[tokio::test]
+async fn digital_twin_errors_are_typed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/digitaltwins/offline/commands/reboot"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "Message": "{\"errorCode\":404103,\"message\":\"Timed out waiting for device to connect.\"}",
+            "ExceptionMessage": ""
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/digitaltwins/mute/commands/reboot"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/digitaltwins/d"))
+        .respond_with(ResponseTemplate::new(412).set_body_json(json!({
+            "Message": "{\"errorCode\":412001,\"message\":\"Precondition failed\"}"
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/digitaltwins/d"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "$dtId": "d" }))
+                .insert_header("etag", "a\"b"),
+        )
+        .mount(&server)
+        .await;
+    let twins = manager(&server).digital_twins();
+
+    let offline = twins
+        .invoke_command("offline", "reboot", Value::Null, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(offline.status(), Some(404), "{offline:?}");
+    assert_eq!(
+        offline.code().map(|c| c.as_str()),
+        Some("DeviceNotOnline"),
+        "{offline:?}"
+    );
+
+    let mute = twins
+        .invoke_command("mute", "reboot", Value::Null, None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(mute, iothub_registry::Error::Protocol { status: 200, .. }),
+        "{mute:?}"
+    );
+
+    let stale = twins
+        .update_digital_twin(
+            "d",
+            JsonPatch::new().add("/a", 1),
+            IfMatch::ETag(ETag::new("old").unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(stale.is_precondition_failed(), "{stale:?}");
+
+    let garbled = twins.get_digital_twin("d").await.unwrap_err();
+    assert!(
+        matches!(
+            garbled,
+            iothub_registry::Error::Protocol { status: 200, .. }
+        ),
+        "{garbled:?}"
+    );
 }
