@@ -137,9 +137,8 @@ pub(crate) async fn serve(
                     connections.spawn(async move {
                         match tls {
                             Some(acceptor) => {
-                                if let Ok(Ok(stream)) =
-                                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                                {
+                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                    Ok(Ok(stream)) => {
                                     let cert = stream
                                         .get_ref()
                                         .1
@@ -147,6 +146,9 @@ pub(crate) async fn serve(
                                         .and_then(|c| c.first())
                                         .map(|c| c.to_vec());
                                     session::serve(stream, cert, shared, stop).await;
+                                    }
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "MQTT TLS handshake failed"),
+                                    Err(_) => tracing::debug!("MQTT TLS handshake timed out"),
                                 }
                             }
                             None => session::serve(tcp, None, shared, stop).await,

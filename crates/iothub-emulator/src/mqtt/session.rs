@@ -91,8 +91,16 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let Ok(Packet::Connect(connect)) = first else {
-        return;
+    let connect = match first {
+        Ok(Packet::Connect(connect)) => connect,
+        Ok(other) => {
+            tracing::debug!(packet = ?other, "MQTT connection closed: its first packet is not CONNECT");
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "MQTT connection closed before a whole CONNECT was read");
+            return;
+        }
     };
     let accepted = match authenticate(&shared, &connect, client_cert.as_deref()) {
         Ok(a) => a,
@@ -110,11 +118,9 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         restored,
     } = shared.mqtt.registry.attach(&who, tx, connect.clean_session);
     let session_present = restored.is_some();
-    if shared
-        .set_connected(&who.device, who.module.as_deref(), true)
-        .is_err()
-    {
+    if let Err(e) = shared.set_connected(&who.device, who.module.as_deref(), true) {
         // Deleted between the check and now.
+        tracing::debug!(who = %who.name(), error = ?e, "MQTT connection closed: its connection state could not be recorded");
         shared.mqtt.registry.detach(&who, connection);
         return;
     }
