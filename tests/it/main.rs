@@ -3,6 +3,7 @@
 mod azure_ad;
 mod configurations;
 mod device_interop;
+mod digital_twins;
 mod jobs;
 mod parity;
 mod registry_auth;
