@@ -10,6 +10,10 @@
 //! Each suite's summary line is also written to `CARGO_TARGET_TMPDIR/interop-<sdk>.txt`,
 //! which `.ci/run` prints and checks.
 //!
+//! Digital twins run as suites of their own (`python-dt`, `node-dt`): each script is both
+//! the service (the SDK's `DigitalTwinClient`) and a Plug and Play device built on the
+//! official device SDK with its model id, which dials MQTT on 8883 of the same address.
+//!
 //! The Python suite also signs in with Azure AD: `azure-identity`'s `ClientSecretCredential`
 //! gets tokens from the emulator's Entra ID look-alike, for two app registrations configured
 //! here (IoT Hub Data Contributor and IoT Hub Data Reader). Without `azure-identity` those
@@ -36,6 +40,8 @@ const PYTHON_CHECKS: u32 = 44;
 const PYTHON_AAD_CHECKS: u32 = 5;
 /// Python's import/export checks, which need Azurite.
 const PYTHON_BLOB_CHECKS: u32 = 5;
+/// Named checks of `interop/python/digital_twin.py`.
+const PYTHON_DT_CHECKS: u32 = 10;
 /// Named checks of `interop/node/registry.js`.
 const NODE_CHECKS: u32 = 27;
 /// Node's import/export checks, which need Azurite.
@@ -90,10 +96,13 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
     let addr = SocketAddr::from((loopback::INTEROP, 443));
     // The Python SDK always dials 5671 for C2D; Node's AMQP client does too.
     let amqp_addr = SocketAddr::from((loopback::INTEROP, 5671));
+    // The device SDKs of the digital-twin suites dial only 8883.
+    let mqtt_addr = SocketAddr::from((loopback::INTEROP, 8883));
     let dir = tempfile::tempdir().unwrap();
     let hub = match Emulator::builder()
         .bind(addr)
         .amqp_bind(amqp_addr)
+        .mqtt_bind(mqtt_addr)
         .host_name(loopback::INTEROP.to_string())
         .data_dir(dir.path())
         .entra_client(EntraClient::new(
@@ -111,7 +120,9 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
     {
         Ok(hub) => hub,
         Err(e) => {
-            let why = format!("cannot bind {addr} and {amqp_addr} (binding 443 needs root): {e}");
+            let why = format!(
+                "cannot bind {addr}, {amqp_addr} and {mqtt_addr} (binding 443 needs root): {e}"
+            );
             return skip(TEST, &why);
         }
     };
@@ -180,6 +191,20 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
             assert!(
                 passed >= expected,
                 "python ran only {passed} of {expected} checks"
+            );
+            let mut cmd = Command::new(&py);
+            cmd.arg(interop_dir().join("python/digital_twin.py"))
+                .env("IOTHUB_CONNECTION_STRING", &cs)
+                .env("REQUESTS_CA_BUNDLE", &ca)
+                .env_remove("CURL_CA_BUNDLE")
+                .env("NO_PROXY", "*");
+            let (passed, failed) = tokio::task::spawn_blocking(move || run_suite("python-dt", cmd))
+                .await
+                .unwrap();
+            assert_eq!(failed, 0, "python-dt: {passed} passed, {failed} failed");
+            assert!(
+                passed >= PYTHON_DT_CHECKS,
+                "python-dt ran only {passed} of {PYTHON_DT_CHECKS} checks"
             );
         }
         // Python missing: Node still runs.
