@@ -116,8 +116,8 @@ impl RegistryManager {
         }
     }
 
-    /// The generated REST client, authenticated the same way, for operations this crate does
-    /// not wrap (digital twins).
+    /// The generated REST client, authenticated the same way: the escape hatch for a request
+    /// this crate's methods do not shape as you need (every operation is wrapped).
     pub fn rest(&self) -> &Client {
         &self.rest
     }
