@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::job_requests::{ImportExportJob, ScheduledJob, validate_job_id};
 use crate::manager::{Call, RegistryManager};
-use crate::query::Seen;
+use crate::pager;
 use crate::retry::OperationKind;
 
 /// The Rust counterpart of Python's `IoTHubJobManager`: import and export jobs over blob
@@ -550,44 +550,20 @@ impl JobQuery {
     /// stream with [`Error::Paging`] after the page that carried it: following it would never
     /// end.
     pub fn pages(self) -> impl Stream<Item = Result<JobQueryPage>> + Send + 'static {
-        /// What comes after a page.
-        enum Next {
-            Page(Option<String>),
-            Repeated,
-            End,
-        }
-        let mut seen = Seen::default();
-        if let Some(token) = &self.continuation {
-            seen.first_time(token);
-        }
-        let first = Next::Page(self.continuation.clone());
-        stream::try_unfold((self, first, seen), |(query, next, mut seen)| async move {
-            let token = match next {
-                Next::Page(token) => token,
-                Next::End => return Ok(None),
-                Next::Repeated => {
-                    return Err(Error::Paging {
-                        reason: "the service sent a continuation token it had already sent in \
-                                 this query; following it would never end"
-                            .to_owned(),
-                    });
-                }
-            };
-            let page = query
-                .jobs
-                .query_scheduled_jobs(
-                    query.job_type.clone(),
-                    query.job_status.clone(),
-                    token.as_deref(),
-                    query.page_size,
-                )
-                .await?;
-            let next = match &page.continuation_token {
-                None => Next::End,
-                Some(token) if seen.first_time(token) => Next::Page(Some(token.clone())),
-                Some(_) => Next::Repeated,
-            };
-            Ok(Some((page, (query, next, seen))))
+        let start = self.continuation.clone();
+        pager::pages(self, start, |query, token| {
+            let query = query.clone();
+            async move {
+                query
+                    .jobs
+                    .query_scheduled_jobs(
+                        query.job_type.clone(),
+                        query.job_status.clone(),
+                        token.as_deref(),
+                        query.page_size,
+                    )
+                    .await
+            }
         })
     }
 
@@ -721,6 +697,12 @@ impl<T: JobSnapshot> JobWait<T> {
             tracing::debug!(job_id = %self.job_id, status = ?last, "job not finished; reading it again");
             tokio::time::sleep_until(next).await;
         }
+    }
+}
+
+impl pager::Page for JobQueryPage {
+    fn continuation(&self) -> Option<&str> {
+        self.continuation_token.as_deref()
     }
 }
 

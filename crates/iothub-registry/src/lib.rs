@@ -20,6 +20,7 @@ mod json_patch;
 mod manager;
 mod methods;
 mod modules;
+mod pager;
 mod query;
 mod retry;
 mod twin_patch;

@@ -1,9 +1,6 @@
 //! Twin queries (`POST /devices/query`): one page at a time like the reference, or as a
 //! stream that follows `x-ms-continuation` to the end.
 
-use std::collections::HashSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use futures::{Stream, TryStreamExt, stream};
 use iothub_rest_gen::ResponseValue;
 use iothub_rest_gen::types::{QuerySpecification, Twin};
@@ -12,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::manager::{Call, RegistryManager};
+use crate::pager;
 use crate::retry::OperationKind;
 
 /// One page of query results, with what the reference's `QueryResult` carries.
@@ -154,20 +152,6 @@ fn page(response: ResponseValue<Vec<Value>>) -> Result<QueryPage> {
     })
 }
 
-/// The continuation tokens seen in one run, as hashes (8 bytes a page, however long the
-/// tokens): a token seen before means the pages go round in a circle.
-#[derive(Default)]
-pub(crate) struct Seen(HashSet<u64>);
-
-impl Seen {
-    /// Records `token`; false if it was seen before.
-    pub(crate) fn first_time(&mut self, token: &str) -> bool {
-        let mut hasher = DefaultHasher::new();
-        token.hash(&mut hasher);
-        self.0.insert(hasher.finish())
-    }
-}
-
 /// A query to run across pages; see [`RegistryManager::query`].
 #[derive(Clone, Debug)]
 #[must_use = "a query does nothing until streamed"]
@@ -198,39 +182,15 @@ impl Query {
     /// run (the same token twice in a row, or a cycle), ends the stream with
     /// [`Error::Paging`] after the page that carried it: following it would never end.
     pub fn pages(self) -> impl Stream<Item = Result<QueryPage>> + Send + 'static {
-        /// What comes after a page.
-        enum Next {
-            Page(Option<String>),
-            Repeated,
-            End,
-        }
-        let mut seen = Seen::default();
-        if let Some(token) = &self.continuation {
-            seen.first_time(token);
-        }
-        let first = Next::Page(self.continuation.clone());
-        stream::try_unfold((self, first, seen), |(query, next, mut seen)| async move {
-            let token = match next {
-                Next::Page(token) => token,
-                Next::End => return Ok(None),
-                Next::Repeated => {
-                    return Err(Error::Paging {
-                        reason: "the service sent a continuation token it had already sent in \
-                                 this query; following it would never end"
-                            .to_owned(),
-                    });
-                }
-            };
-            let page = query
-                .manager
-                .query_iot_hub(query.sql.as_str(), token.as_deref(), query.page_size)
-                .await?;
-            let next = match &page.continuation_token {
-                None => Next::End,
-                Some(token) if seen.first_time(token) => Next::Page(Some(token.clone())),
-                Some(_) => Next::Repeated,
-            };
-            Ok(Some((page, (query, next, seen))))
+        let start = self.continuation.clone();
+        pager::pages(self, start, |query, token| {
+            let query = query.clone();
+            async move {
+                query
+                    .manager
+                    .query_iot_hub(query.sql.as_str(), token.as_deref(), query.page_size)
+                    .await
+            }
         })
     }
 
@@ -245,5 +205,11 @@ impl Query {
     pub fn twins(self) -> impl Stream<Item = Result<Twin>> + Send + 'static {
         self.stream()
             .and_then(|item| async move { decode_item(item) })
+    }
+}
+
+impl pager::Page for QueryPage {
+    fn continuation(&self) -> Option<&str> {
+        self.continuation_token.as_deref()
     }
 }
