@@ -42,6 +42,8 @@ const PYTHON_AAD_CHECKS: u32 = 5;
 const PYTHON_BLOB_CHECKS: u32 = 5;
 /// Named checks of `interop/python/digital_twin.py`.
 const PYTHON_DT_CHECKS: u32 = 10;
+/// Named checks of `interop/node/digital_twin.js`.
+const NODE_DT_CHECKS: u32 = 9;
 /// Named checks of `interop/node/registry.js`.
 const NODE_CHECKS: u32 = 27;
 /// Node's import/export checks, which need Azurite.
@@ -232,6 +234,20 @@ async fn official_python_and_node_sdks_accept_the_emulator() {
         assert!(
             passed >= expected,
             "node ran only {passed} of {expected} checks"
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg(node_dir.join("digital_twin.js"))
+            .current_dir(&node_dir)
+            .env("IOTHUB_CONNECTION_STRING", &cs)
+            .env("NODE_EXTRA_CA_CERTS", &ca)
+            .env("NO_PROXY", "*");
+        let (passed, failed) = tokio::task::spawn_blocking(move || run_suite("node-dt", cmd))
+            .await
+            .unwrap();
+        assert_eq!(failed, 0, "node-dt: {passed} passed, {failed} failed");
+        assert!(
+            passed >= NODE_DT_CHECKS,
+            "node-dt ran only {passed} of {NODE_DT_CHECKS} checks"
         );
     } else {
         skip(
